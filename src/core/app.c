@@ -1,0 +1,145 @@
+/*
+ * app.c: module start, reload and stop order.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOG_MODULE "main"
+#include "log.h"
+#include "app.h"
+#include "conf.h"
+#include "db.h"
+#include "httpc.h"
+#include "metrics.h"
+#include "sip/sipd.h"
+#include "sip/registrar.h"
+#include "http/api.h"
+
+static struct metric *m_reload_ok, *m_reload_err;
+
+static int api_reload_h(struct api_req *req, void *arg)
+{
+	struct app *app = arg;
+
+	if (app_reload(app))
+		return api_reply_error(req, 400, "reload failed: the configuration "
+				       "is invalid; see the log");
+	return api_reply_json(req, 200, json_pack("{s:s}", "status", "reloaded"));
+}
+
+static void apply_log_level(struct app *app)
+{
+	char err[160];
+
+	if (app->log_override)
+		return;
+	if (log_apply_spec(app->conf->core.log_level, err, sizeof(err)))
+		log_warn("log_level: %s", err);
+}
+
+int app_start(struct app *app, su_root_t *root, struct conf *conf,
+	      const char *conf_path, char *err, size_t errsz)
+{
+	int e;
+
+	app->root = root;
+	app->conf = conf;
+	app->started = time(NULL);
+	app->conf_path = strdup(conf_path);
+	if (!app->conf_path)
+		return ENOMEM;
+	m_reload_ok = metrics_counter("sipcrm_config_reloads_total",
+				      "configuration reloads", "result=\"ok\"");
+	m_reload_err = metrics_counter("sipcrm_config_reloads_total",
+				       "configuration reloads", "result=\"error\"");
+	apply_log_level(app);
+
+	e = db_open(&app->db, conf->core.db, root, err, errsz);
+	if (e)
+		return e;
+	e = httpc_alloc(&app->httpc, root);
+	if (e) {
+		snprintf(err, errsz, "cannot start the HTTP client: %s", strerror(e));
+		return e;
+	}
+	e = sipd_alloc(&app->sipd, root, conf, err, errsz);
+	if (e)
+		return e;
+	e = reg_alloc(&app->reg, root, app->sipd, app->db, conf);
+	if (e) {
+		snprintf(err, errsz, "cannot start the registrar: %s", strerror(e));
+		return e;
+	}
+	e = api_alloc(&app->api, root, conf->api.listen_host, conf->api.listen_port,
+		      conf->api.token);
+	if (e) {
+		snprintf(err, errsz, "cannot listen for the HTTP API on %s:%u: %s",
+			 conf->api.listen_host, conf->api.listen_port, strerror(e));
+		return e;
+	}
+	api_core_register(app->api, app->started, PACKAGE_VERSION);
+	api_route(app->api, "POST", "/api/v1/reload", true, api_reload_h, app);
+	reg_api_register(app->reg, app->api);
+	log_info("sipcrmd %s started, config %s", PACKAGE_VERSION, conf_path);
+	return 0;
+}
+
+/* Settings that only a restart can change: say so instead of ignoring. */
+static void warn_restart_only(const struct conf *old, const struct conf *c)
+{
+	bool listen_changed = old->sip.nlisten != c->sip.nlisten ||
+		memcmp(old->sip.listen, c->sip.listen,
+		       c->sip.nlisten * sizeof(*c->sip.listen));
+
+	if (listen_changed)
+		log_warn("[sip] listen changed: takes effect after a restart");
+	if (strcmp(old->core.db, c->core.db))
+		log_warn("[core] db changed: takes effect after a restart");
+	if (strcmp(old->api.listen_host, c->api.listen_host) ||
+	    old->api.listen_port != c->api.listen_port)
+		log_warn("[api] listen changed: takes effect after a restart");
+	if (strcmp(old->media.ip, c->media.ip) ||
+	    old->media.rtp_min != c->media.rtp_min ||
+	    old->media.rtp_max != c->media.rtp_max)
+		log_warn("[media] ip/rtp_ports changed: takes effect after a restart");
+}
+
+int app_reload(struct app *app)
+{
+	struct conf *c;
+	char err[512];
+	int e;
+
+	e = conf_load(&c, app->conf_path, err, sizeof(err));
+	if (e) {
+		log_err("reload failed, keeping the current configuration: %s", err);
+		metrics_inc(m_reload_err);
+		return e;
+	}
+	warn_restart_only(app->conf, c);
+	conf_deref(app->conf);
+	app->conf = c;
+	apply_log_level(app);
+	sipd_reload(app->sipd, c);
+	reg_reload(app->reg, c);
+	api_set_token(app->api, c->api.token);
+	metrics_inc(m_reload_ok);
+	log_info("configuration reloaded from %s", app->conf_path);
+	return 0;
+}
+
+void app_stop(struct app *app)
+{
+	app->api = api_free(app->api);
+	app->reg = reg_free(app->reg);
+	app->sipd = sipd_free(app->sipd);
+	app->httpc = httpc_free(app->httpc);
+	app->db = db_close(app->db);
+	app->conf = conf_deref(app->conf);
+	free(app->conf_path);
+	app->conf_path = NULL;
+}

@@ -1,0 +1,1234 @@
+/*
+ * conf.c: the INI configuration, parsed through one option table.
+ *
+ * Every key is described once (section, name, type, offset, default, help).
+ * Defaults are text and go through the same parsers as the file, so a bad
+ * default cannot hide. Errors carry "file:line: message".
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define LOG_MODULE "conf"
+#include "log.h"
+#include "conf.h"
+
+enum opt_type {
+	T_STR,          /* free text; empty allowed */
+	T_PATH,         /* resolved against the config file's folder */
+	T_WAV,          /* a path to a readable file (or empty) */
+	T_DUR,          /* "300ms", "5s", "2min", "1h", bare "0" */
+	T_BOOL,
+	T_UINT,
+	T_ENUM,
+	T_URI,          /* sip:/sips:/tel: URI, or empty */
+	T_URI_TMPL,     /* a URI that may hold {ext} */
+	T_LOGLEVEL,
+	T_LISTENS,      /* "udp:IP:PORT tcp:IP:PORT tls:IP:PORT" */
+	T_HOSTPORT,     /* "IP:PORT" for the API */
+	T_IP,
+	T_PORTRANGE,
+	T_CODECS,
+	T_CIDRS,
+	T_NUMBER,       /* a phone number: +digits or digits, or empty */
+	T_RINGBACK,     /* tone | none | WAV path */
+	T_EXT,          /* an extension: [A-Za-z0-9_.-]{1,32} */
+	T_DIGITS,
+	T_HA1,
+};
+
+enum sect_kind { S_CONF, S_AGENT, S_DID, S_TRUNK };
+
+struct opt {
+	const char *section;
+	const char *key;
+	enum opt_type type;
+	size_t off;
+	size_t off2;            /* second field (port, max, count, ...) */
+	const char *deflt;      /* NULL: no default (inherit / unset) */
+	const char *help;
+	const char *const *enums;
+};
+
+static const char *const e_mode[] = { "bridge", "redirect", NULL };
+static const char *const e_resp[] = { "first", "parallel", "off", NULL };
+static const char *const e_srtp[] = { "off", "offer", "require", NULL };
+static const char *const e_crm[] = { "none", "generic", "bitrix24", "amocrm",
+				     "megaplan", "keycrm", NULL };
+
+#define C(f) offsetof(struct conf, f)
+#define A(f) offsetof(struct conf_agent, f)
+#define D(f) offsetof(struct conf_did, f)
+#define K(f) offsetof(struct conf_trunk, f)
+
+static const struct opt opts[] = {
+	{ "core", "db", T_PATH, C(core.db), 0, "sipcrm.db",
+	  "sqlite file (WAL); the embedded store", NULL },
+	{ "core", "log_level", T_LOGLEVEL, C(core.log_level), 0, "info",
+	  "error | warn | info | debug, optionally per module: \"info sip=debug\"", NULL },
+
+	{ "sip", "listen", T_LISTENS, C(sip.listen), C(sip.nlisten),
+	  "udp:127.0.0.1:5060 tcp:127.0.0.1:5060",
+	  "SIP listeners: udp:IP:PORT tcp:IP:PORT tls:IP:PORT", NULL },
+	{ "sip", "domain", T_STR, C(sip.domain), 0, "sipcrm.local",
+	  "registrar domain and digest realm", NULL },
+	{ "sip", "tls_cert", T_PATH, C(sip.tls_cert), 0, "",
+	  "PEM certificate, needed for tls: listeners", NULL },
+	{ "sip", "tls_key", T_PATH, C(sip.tls_key), 0, "",
+	  "PEM private key, needed for tls: listeners", NULL },
+	{ "sip", "server", T_STR, C(sip.server), 0, "",
+	  "Server / User-Agent header; empty sends none", NULL },
+	{ "sip", "min_expires", T_DUR, C(sip.min_expires_ms), 0, "60s",
+	  "shortest registration accepted (423 below)", NULL },
+	{ "sip", "max_expires", T_DUR, C(sip.max_expires_ms), 0, "3600s",
+	  "longer registrations are cut to this", NULL },
+	{ "sip", "default_expires", T_DUR, C(sip.default_expires_ms), 0, "3600s",
+	  "expiry when REGISTER names none", NULL },
+	{ "sip", "nonce_ttl", T_DUR, C(sip.nonce_ttl_ms), 0, "300s",
+	  "digest nonce lifetime; older nonces get stale=true", NULL },
+	{ "sip", "ban_failures", T_UINT, C(sip.ban_failures), 0, "10",
+	  "authentication failures from one address that trigger a ban; 0 disables", NULL },
+	{ "sip", "ban_window", T_DUR, C(sip.ban_window_ms), 0, "60s",
+	  "window in which ban_failures are counted", NULL },
+	{ "sip", "ban_time", T_DUR, C(sip.ban_time_ms), 0, "600s",
+	  "how long a banned address is ignored", NULL },
+	{ "sip", "allow_trunk_refer", T_BOOL, C(sip.allow_trunk_refer), 0, "no",
+	  "accept REFER from the trunk side (403 otherwise)", NULL },
+
+	{ "media", "ip", T_IP, C(media.ip), 0, "127.0.0.1",
+	  "address put in SDP and bound for RTP", NULL },
+	{ "media", "rtp_ports", T_PORTRANGE, C(media.rtp_min), C(media.rtp_max),
+	  "20000-29999", "RTP/RTCP port range (pairs)", NULL },
+	{ "media", "codecs", T_CODECS, C(media.codecs), 0, "PCMA PCMU",
+	  "G.711 codecs in order of preference; telephone-event is always offered", NULL },
+	{ "media", "greeting", T_WAV, C(media.greeting), 0, "sounds/greeting.wav",
+	  "hold greeting (WAV, any rate and channel count)", NULL },
+	{ "media", "ringback", T_RINGBACK, C(media.ringback), 0, "tone",
+	  "after the greeting while agents ring: tone | none | FILE.wav", NULL },
+	{ "media", "srtp", T_ENUM, C(media.srtp), 0, "offer",
+	  "towards agents: off | offer | require", e_srtp },
+	{ "media", "record", T_BOOL, C(media.record), 0, "off",
+	  "record every bridged call to record_dir", NULL },
+	{ "media", "record_dir", T_PATH, C(media.record_dir), 0, "recordings",
+	  "folder for recordings", NULL },
+	{ "media", "record_min", T_DUR, C(media.record_min_ms), 0, "6s",
+	  "shorter recordings are discarded", NULL },
+	{ "media", "media_timeout", T_DUR, C(media.media_timeout_ms), 0, "60s",
+	  "no RTP from either side for this long ends the call; 0 disables", NULL },
+
+	{ "routing", "mode", T_ENUM, C(routing.mode), 0, "bridge",
+	  "bridge | redirect", e_mode },
+	{ "routing", "lookup_timeout", T_DUR, C(routing.lookup_timeout_ms), 0, "1500ms",
+	  "hard deadline for the CRM lookup", NULL },
+	{ "routing", "greeting_min", T_DUR, C(routing.greeting_min_ms), 0, "0ms",
+	  "play at least this much greeting before any agent rings", NULL },
+	{ "routing", "responsible", T_ENUM, C(routing.responsible), 0, "first",
+	  "first | parallel | off", e_resp },
+	{ "routing", "responsible_ring", T_DUR, C(routing.responsible_ring_ms), 0, "20s",
+	  "how long the responsible agent rings before the fallback", NULL },
+	{ "routing", "skip_busy", T_BOOL, C(routing.skip_busy), 0, "yes",
+	  "an agent already in a call counts as unreachable", NULL },
+	{ "routing", "fallback", T_URI, C(routing.fallback), 0, "",
+	  "the normal route: the PBX behind sipcrm", NULL },
+
+	{ "pbx", "extension_uri", T_URI_TMPL, C(pbx.extension_uri), 0, "",
+	  "how to reach an agent who is not registered here; {ext} is replaced", NULL },
+
+	{ "crm", "type", T_ENUM, C(crm.type), 0, "none",
+	  "none | generic | bitrix24 | amocrm | megaplan | keycrm", e_crm },
+	{ "crm", "lookup_url", T_STR, C(crm.lookup_url), 0, "",
+	  "generic: lookup endpoint", NULL },
+	{ "crm", "events_url", T_STR, C(crm.events_url), 0, "",
+	  "generic: events endpoint", NULL },
+	{ "crm", "secret", T_STR, C(crm.secret), 0, "",
+	  "Bearer token for lookups; HMAC key for event signatures", NULL },
+	{ "crm", "cache", T_DUR, C(crm.cache_ms), 0, "300s",
+	  "lookup results cached; 0 disables", NULL },
+	{ "crm", "country_code", T_DIGITS, C(crm.country_code), 0, "7",
+	  "for E.164 normalisation", NULL },
+
+	{ "api", "listen", T_HOSTPORT, C(api.listen_host), C(api.listen_port),
+	  "127.0.0.1:8080", "HTTP API address", NULL },
+	{ "api", "token", T_STR, C(api.token), 0, "",
+	  "Bearer token for every /api/ request", NULL },
+
+	{ "trunk", "match", T_CIDRS, K(match), K(nmatch), "",
+	  "source addresses (CIDR list) whose INVITEs are inbound trunk calls", NULL },
+	{ "trunk", "uri", T_URI, K(uri), 0, "",
+	  "where outbound calls go", NULL },
+	{ "trunk", "caller_id", T_NUMBER, K(caller_id), 0, "",
+	  "default From number for outbound calls", NULL },
+	{ "trunk", "username", T_STR, K(username), 0, "",
+	  "digest user offered to the provider", NULL },
+	{ "trunk", "password", T_STR, K(password), 0, "",
+	  "digest password offered to the provider", NULL },
+
+	{ "did", "greeting", T_WAV, D(greeting), 0, NULL, "greeting for this DID", NULL },
+	{ "did", "ringback", T_RINGBACK, D(ringback), 0, NULL, "ringback for this DID", NULL },
+	{ "did", "fallback", T_URI, D(fallback), 0, NULL, "fallback for this DID", NULL },
+	{ "did", "responsible", T_ENUM, D(responsible), 0, NULL,
+	  "first | parallel | off for this DID", e_resp },
+	{ "did", "responsible_ring", T_DUR, D(responsible_ring_ms), 0, NULL,
+	  "responsible_ring for this DID", NULL },
+	{ "did", "greeting_min", T_DUR, D(greeting_min_ms), 0, NULL,
+	  "greeting_min for this DID", NULL },
+	{ "did", "mode", T_ENUM, D(mode), 0, NULL, "bridge | redirect for this DID", e_mode },
+
+	{ "agent", "password", T_STR, A(password), 0, NULL, "digest password", NULL },
+	{ "agent", "ha1", T_HA1, A(ha1), 0, NULL,
+	  "stored MD5 HA1 (hex) instead of a password; disables SHA-256 digest", NULL },
+	{ "agent", "name", T_STR, A(name), 0, NULL, "display name", NULL },
+	{ "agent", "crm_user", T_STR, A(crm_user), 0, NULL, "the CRM's user id", NULL },
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+struct parser {
+	const char *path;
+	const char *dir;
+	int line;
+	char *err;
+	size_t errsz;
+	bool defaults;          /* applying defaults: files need not exist */
+};
+
+static int perr(struct parser *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int perr(struct parser *p, const char *fmt, ...)
+{
+	char msg[384];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(p->err, p->errsz, "%s:%d: %s", p->path, p->line, msg);
+	return EINVAL;
+}
+
+/* ---- value parsers ---------------------------------------------------- */
+
+int conf_parse_duration(const char *s, int64_t *ms)
+{
+	static const struct { const char *u; int64_t mul; } units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "min", 60000 }, { "h", 3600000 },
+	};
+	char *end;
+	long long v;
+
+	if (!isdigit((unsigned char)*s))
+		return EINVAL;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || v > INT32_MAX)
+		return ERANGE;
+	if (*end == '\0') {
+		if (v != 0)
+			return EINVAL;  /* a unit is required */
+		*ms = 0;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (!strcmp(end, units[i].u)) {
+			*ms = v * units[i].mul;
+			return 0;
+		}
+	}
+	return EINVAL;
+}
+
+int conf_parse_bool(const char *s, bool *b)
+{
+	static const char *const yes[] = { "yes", "on", "true", "1" };
+	static const char *const no[] = { "no", "off", "false", "0" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (!strcasecmp(s, yes[i])) {
+			*b = true;
+			return 0;
+		}
+		if (!strcasecmp(s, no[i])) {
+			*b = false;
+			return 0;
+		}
+	}
+	return EINVAL;
+}
+
+static int parse_ip(const char *s, int *family, uint8_t addr[16])
+{
+	if (inet_pton(AF_INET, s, addr) == 1) {
+		*family = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, s, addr) == 1) {
+		*family = AF_INET6;
+		return 0;
+	}
+	return EINVAL;
+}
+
+int conf_parse_cidr(const char *s, struct conf_cidr *cidr)
+{
+	char buf[64];
+	const char *slash = strchr(s, '/');
+	size_t len = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned maxp;
+
+	if (len == 0 || len >= sizeof(buf))
+		return EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	memset(cidr, 0, sizeof(*cidr));
+	if (parse_ip(buf, &cidr->family, cidr->addr))
+		return EINVAL;
+	maxp = cidr->family == AF_INET ? 32 : 128;
+	cidr->prefix = maxp;
+	if (slash) {
+		char *end;
+		unsigned long v;
+
+		if (!isdigit((unsigned char)slash[1]))
+			return EINVAL;
+		v = strtoul(slash + 1, &end, 10);
+		if (*end || v > maxp)
+			return EINVAL;
+		cidr->prefix = (unsigned)v;
+	}
+	return 0;
+}
+
+static bool prefix_match(const uint8_t *a, const uint8_t *b, unsigned prefix)
+{
+	unsigned bytes = prefix / 8, bits = prefix % 8;
+
+	if (memcmp(a, b, bytes))
+		return false;
+	if (!bits)
+		return true;
+	return ((a[bytes] ^ b[bytes]) & (uint8_t)(0xff << (8 - bits))) == 0;
+}
+
+bool conf_cidr_contains(const struct conf_cidr *cidr, const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET && cidr->family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+		return prefix_match(cidr->addr, (const uint8_t *)&in->sin_addr,
+				    cidr->prefix);
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		const uint8_t *a = in6->sin6_addr.s6_addr;
+
+		if (cidr->family == AF_INET6)
+			return prefix_match(cidr->addr, a, cidr->prefix);
+		/* an IPv4-mapped IPv6 source matches an IPv4 CIDR */
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			return prefix_match(cidr->addr, a + 12, cidr->prefix);
+	}
+	return false;
+}
+
+static int parse_port(const char *s, uint16_t *port)
+{
+	char *end;
+	unsigned long v;
+
+	if (!isdigit((unsigned char)*s))
+		return EINVAL;
+	v = strtoul(s, &end, 10);
+	if (*end || v > 65535)
+		return EINVAL;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* "IP:PORT" or "[IPv6]:PORT" */
+static int parse_hostport(const char *s, char *host, size_t hostsz, uint16_t *port)
+{
+	const char *colon;
+	size_t hlen;
+	int fam;
+	uint8_t addr[16];
+
+	if (*s == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (!rb || rb[1] != ':')
+			return EINVAL;
+		hlen = (size_t)(rb - s - 1);
+		s++;
+		colon = rb + 1;
+	}
+	else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return EINVAL;
+		hlen = (size_t)(colon - s);
+	}
+	if (hlen == 0 || hlen >= hostsz)
+		return EINVAL;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	if (parse_ip(host, &fam, addr))
+		return EINVAL;
+	return parse_port(colon + 1, port);
+}
+
+int conf_parse_listen(const char *s, struct conf_listen *l)
+{
+	static const struct { const char *p; enum conf_transport tp; } tps[] = {
+		{ "udp:", CONF_TP_UDP }, { "tcp:", CONF_TP_TCP }, { "tls:", CONF_TP_TLS },
+	};
+
+	for (size_t i = 0; i < 3; i++) {
+		if (!strncasecmp(s, tps[i].p, 4)) {
+			l->tp = tps[i].tp;
+			return parse_hostport(s + 4, l->host, sizeof(l->host), &l->port);
+		}
+	}
+	return EINVAL;
+}
+
+static bool valid_hostchar(char c)
+{
+	return isalnum((unsigned char)c) || c == '.' || c == '-' || c == '_' ||
+	       c == ':' || c == '[' || c == ']';
+}
+
+int conf_check_uri(const char *s)
+{
+	const char *p, *host;
+
+	if (!strncasecmp(s, "tel:", 4)) {
+		p = s + 4;
+		if (*p == '+')
+			p++;
+		if (!isdigit((unsigned char)*p))
+			return EINVAL;
+		return 0;
+	}
+	if (!strncasecmp(s, "sip:", 4))
+		p = s + 4;
+	else if (!strncasecmp(s, "sips:", 5))
+		p = s + 5;
+	else
+		return EINVAL;
+	host = strchr(p, '@');
+	host = host ? host + 1 : p;
+	if (host == p && strchr(p, '@'))
+		return EINVAL;
+	if (!*host || *host == ';' || *host == ':')
+		return EINVAL;
+	for (p = host; *p && *p != ';' && *p != '?'; p++)
+		if (!valid_hostchar(*p))
+			return EINVAL;
+	for (p = s; *p; p++)
+		if (isspace((unsigned char)*p) || *p == '<' || *p == '>' || *p == '"')
+			return EINVAL;
+	return 0;
+}
+
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isdigit((unsigned char)*s))
+			return false;
+	return true;
+}
+
+static bool valid_number(const char *s)
+{
+	return all_digits(*s == '+' ? s + 1 : s);
+}
+
+static bool valid_ext(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 32)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '.' && *s != '-')
+			return false;
+	return true;
+}
+
+/* ---- storing values ---------------------------------------------------- */
+
+static int set_str(char **dst, const char *v)
+{
+	char *s = strdup(v);
+
+	if (!s)
+		return ENOMEM;
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+static int resolve_path(struct parser *p, char **dst, const char *v)
+{
+	char *s;
+
+	if (!*v || *v == '/')
+		return set_str(dst, v);
+	if (asprintf(&s, "%s/%s", p->dir, v) < 0)
+		return ENOMEM;
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+static int set_listens(struct parser *p, void *base, const struct opt *o,
+		       const char *v)
+{
+	struct conf_listen *ls = NULL;
+	size_t n = 0;
+	char *buf = strdup(v), *save = NULL;
+	int err = 0;
+
+	if (!buf)
+		return ENOMEM;
+	for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		struct conf_listen *nl = realloc(ls, (n + 1) * sizeof(*ls));
+
+		if (!nl) {
+			err = ENOMEM;
+			break;
+		}
+		ls = nl;
+		if (conf_parse_listen(w, &ls[n])) {
+			err = perr(p, "%s: bad listen address '%s' "
+				   "(expected udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT)",
+				   o->key, w);
+			break;
+		}
+		n++;
+	}
+	free(buf);
+	if (!err && n == 0)
+		err = perr(p, "%s: at least one listen address is needed", o->key);
+	if (err) {
+		free(ls);
+		return err;
+	}
+	free(*(struct conf_listen **)((char *)base + o->off));
+	*(struct conf_listen **)((char *)base + o->off) = ls;
+	*(size_t *)((char *)base + o->off2) = n;
+	return 0;
+}
+
+static int set_cidrs(struct parser *p, void *base, const struct opt *o,
+		     const char *v)
+{
+	struct conf_cidr *cs = NULL;
+	size_t n = 0;
+	char *buf = strdup(v), *save = NULL;
+	int err = 0;
+
+	if (!buf)
+		return ENOMEM;
+	for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		struct conf_cidr *nc = realloc(cs, (n + 1) * sizeof(*cs));
+
+		if (!nc) {
+			err = ENOMEM;
+			break;
+		}
+		cs = nc;
+		if (conf_parse_cidr(w, &cs[n])) {
+			err = perr(p, "%s: bad CIDR '%s'", o->key, w);
+			break;
+		}
+		n++;
+	}
+	free(buf);
+	if (err) {
+		free(cs);
+		return err;
+	}
+	free(*(struct conf_cidr **)((char *)base + o->off));
+	*(struct conf_cidr **)((char *)base + o->off) = cs;
+	*(size_t *)((char *)base + o->off2) = n;
+	return 0;
+}
+
+static int set_codecs(struct parser *p, struct conf *c, const struct opt *o,
+		      const char *v)
+{
+	char *buf = strdup(v), *save = NULL;
+	unsigned bits = 0;
+	size_t n = 0;
+	int err = 0;
+
+	if (!buf)
+		return ENOMEM;
+	for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		unsigned bit;
+
+		if (!strcasecmp(w, "PCMA"))
+			bit = CONF_CODEC_PCMA;
+		else if (!strcasecmp(w, "PCMU"))
+			bit = CONF_CODEC_PCMU;
+		else {
+			err = perr(p, "%s: unknown codec '%s' (PCMA, PCMU)", o->key, w);
+			break;
+		}
+		if (bits & bit) {
+			err = perr(p, "%s: codec '%s' listed twice", o->key, w);
+			break;
+		}
+		bits |= bit;
+		c->media.codec_order[n++] = (uint8_t)bit;
+	}
+	free(buf);
+	if (!err && n == 0)
+		err = perr(p, "%s: at least one codec is needed", o->key);
+	if (err)
+		return err;
+	c->media.codecs = bits;
+	c->media.ncodecs = n;
+	return 0;
+}
+
+static int set_enum(struct parser *p, int *dst, const struct opt *o, const char *v)
+{
+	char list[128] = "";
+
+	for (int i = 0; o->enums[i]; i++) {
+		if (!strcasecmp(v, o->enums[i])) {
+			*dst = i;
+			return 0;
+		}
+		if (i)
+			strcat(list, " | ");
+		strcat(list, o->enums[i]);
+	}
+	return perr(p, "%s: '%s' is not one of %s", o->key, v, list);
+}
+
+static int set_value(struct parser *p, struct conf *c, void *base,
+		     const struct opt *o, const char *v)
+{
+	void *f = (char *)base + o->off;
+	char lerr[128];
+	int64_t ms;
+	int fam;
+	uint8_t addr[16];
+
+	switch (o->type) {
+	case T_STR:
+		return set_str(f, v);
+	case T_PATH:
+		return resolve_path(p, f, v);
+	case T_WAV:
+		if (*v) {
+			int err = resolve_path(p, f, v);
+
+			if (err)
+				return err;
+			if (!p->defaults && access(*(char **)f, R_OK))
+				return perr(p, "%s: cannot read '%s': %s", o->key,
+					    *(char **)f, strerror(errno));
+			return 0;
+		}
+		return set_str(f, v);
+	case T_RINGBACK:
+		if (!strcasecmp(v, "tone") || !strcasecmp(v, "none") || !*v)
+			return set_str(f, *v ? v : "none");
+		if (resolve_path(p, f, v))
+			return ENOMEM;
+		if (access(*(char **)f, R_OK))
+			return perr(p, "%s: cannot read '%s': %s "
+				    "(tone | none | FILE.wav)", o->key,
+				    *(char **)f, strerror(errno));
+		return 0;
+	case T_DUR:
+		if (conf_parse_duration(v, &ms))
+			return perr(p, "%s: bad duration '%s' "
+				    "(a number with a unit: ms, s, min or h)", o->key, v);
+		*(int64_t *)f = ms;
+		return 0;
+	case T_BOOL:
+		if (conf_parse_bool(v, f))
+			return perr(p, "%s: '%s' is not yes/no/on/off/true/false",
+				    o->key, v);
+		return 0;
+	case T_UINT: {
+		char *end;
+		long long n;
+
+		errno = 0;
+		n = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || *end || errno || n > INT32_MAX)
+			return perr(p, "%s: '%s' is not a whole number", o->key, v);
+		*(int64_t *)f = n;
+		return 0;
+	}
+	case T_ENUM:
+		return set_enum(p, f, o, v);
+	case T_URI:
+		if (*v && conf_check_uri(v))
+			return perr(p, "%s: bad URI '%s' (expected sip:, sips: or tel:)",
+				    o->key, v);
+		return set_str(f, v);
+	case T_URI_TMPL:
+		if (*v && conf_check_uri(v))
+			return perr(p, "%s: bad URI '%s' (expected sip:{ext}@HOST)",
+				    o->key, v);
+		if (*v && !strstr(v, "{ext}"))
+			return perr(p, "%s: '%s' must contain {ext}", o->key, v);
+		return set_str(f, v);
+	case T_LOGLEVEL:
+		if (log_spec_check(v, lerr, sizeof(lerr)))
+			return perr(p, "%s: %s", o->key, lerr);
+		return set_str(f, v);
+	case T_LISTENS:
+		return set_listens(p, base, o, v);
+	case T_HOSTPORT:
+		if (parse_hostport(v, lerr, sizeof(lerr),
+				   (uint16_t *)((char *)base + o->off2)))
+			return perr(p, "%s: bad address '%s' (expected IP:PORT)",
+				    o->key, v);
+		return set_str(f, lerr);
+	case T_IP:
+		if (parse_ip(v, &fam, addr))
+			return perr(p, "%s: '%s' is not an IP address", o->key, v);
+		return set_str(f, v);
+	case T_PORTRANGE: {
+		uint16_t lo, hi;
+		const char *dash = strchr(v, '-');
+		char lo_s[8];
+
+		if (!dash || dash - v >= (long)sizeof(lo_s))
+			return perr(p, "%s: bad port range '%s' (expected LOW-HIGH)",
+				    o->key, v);
+		memcpy(lo_s, v, (size_t)(dash - v));
+		lo_s[dash - v] = '\0';
+		if (parse_port(lo_s, &lo) || parse_port(dash + 1, &hi) ||
+		    lo < 1024 || hi < lo + 1)
+			return perr(p, "%s: bad port range '%s' (1024-65535, "
+				    "at least one even/odd pair)", o->key, v);
+		*(uint16_t *)f = lo;
+		*(uint16_t *)((char *)base + o->off2) = hi;
+		return 0;
+	}
+	case T_CODECS:
+		return set_codecs(p, c, o, v);
+	case T_CIDRS:
+		return set_cidrs(p, base, o, v);
+	case T_NUMBER:
+		if (*v && !valid_number(v))
+			return perr(p, "%s: '%s' is not a phone number (+digits)",
+				    o->key, v);
+		return set_str(f, v);
+	case T_EXT:
+		if (!valid_ext(v))
+			return perr(p, "%s: bad extension '%s'", o->key, v);
+		return set_str(f, v);
+	case T_DIGITS:
+		if (!all_digits(v) || strlen(v) > 3)
+			return perr(p, "%s: '%s' is not a country code (1-3 digits)",
+				    o->key, v);
+		return set_str(f, v);
+	case T_HA1:
+		if (strlen(v) != 32 || strspn(v, "0123456789abcdefABCDEF") != 32)
+			return perr(p, "%s: HA1 must be 32 hex digits", o->key);
+		return set_str(f, v);
+	}
+	return EINVAL;
+}
+
+/* ---- sections ------------------------------------------------------------ */
+
+struct section {
+	enum sect_kind kind;
+	char name[16];
+	void *base;
+	bool seen[NOPTS];
+};
+
+static const struct opt *find_opt(const char *section, const char *key)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (!strcmp(opts[i].section, section) && !strcasecmp(opts[i].key, key))
+			return &opts[i];
+	return NULL;
+}
+
+static int apply_defaults(struct parser *p, struct conf *c, const char *section,
+			  void *base)
+{
+	int err = 0;
+
+	p->defaults = true;
+	for (size_t i = 0; i < NOPTS && !err; i++)
+		if (!strcmp(opts[i].section, section) && opts[i].deflt)
+			err = set_value(p, c, base, &opts[i], opts[i].deflt);
+	p->defaults = false;
+	return err;
+}
+
+#define GROW(arr, n) \
+	({ void *_na = realloc((arr), ((n) + 1) * sizeof(*(arr))); \
+	   if (_na) { (arr) = _na; memset(&(arr)[(n)], 0, sizeof(*(arr))); } \
+	   _na != NULL; })
+
+static int open_named(struct parser *p, struct conf *c, struct section *s,
+		      const char *kind, const char *name)
+{
+	if (!*name)
+		return perr(p, "[%s:] needs a name", kind);
+
+	if (!strcmp(kind, "agent")) {
+		if (!valid_ext(name))
+			return perr(p, "[agent:%s]: bad extension (letters, digits, _ . -)",
+				    name);
+		if (conf_agent_find(c, name))
+			return perr(p, "[agent:%s] defined twice", name);
+		if (!GROW(c->agents, c->nagents))
+			return ENOMEM;
+		s->kind = S_AGENT;
+		s->base = &c->agents[c->nagents];
+		c->agents[c->nagents].line = p->line;
+		if (set_str(&c->agents[c->nagents++].ext, name))
+			return ENOMEM;
+	}
+	else if (!strcmp(kind, "did")) {
+		struct conf_did *d;
+
+		if (!valid_number(name))
+			return perr(p, "[did:%s]: a DID is a number (+digits)", name);
+		if (conf_did_find(c, name))
+			return perr(p, "[did:%s] defined twice", name);
+		if (!GROW(c->dids, c->ndids))
+			return ENOMEM;
+		d = &c->dids[c->ndids++];
+		d->line = p->line;
+		d->responsible = d->mode = CONF_INHERIT;
+		d->responsible_ring_ms = d->greeting_min_ms = CONF_INHERIT;
+		s->kind = S_DID;
+		s->base = d;
+		if (set_str(&d->number, name))
+			return ENOMEM;
+	}
+	else if (!strcmp(kind, "trunk")) {
+		for (size_t i = 0; i < c->ntrunks; i++)
+			if (!strcmp(c->trunks[i].name, name))
+				return perr(p, "[trunk:%s] defined twice", name);
+		if (!GROW(c->trunks, c->ntrunks))
+			return ENOMEM;
+		s->kind = S_TRUNK;
+		s->base = &c->trunks[c->ntrunks];
+		c->trunks[c->ntrunks].line = p->line;
+		if (set_str(&c->trunks[c->ntrunks++].name, name))
+			return ENOMEM;
+		if (apply_defaults(p, c, "trunk", s->base))
+			return EINVAL;
+	}
+	else {
+		return perr(p, "unknown section [%s:%s]", kind, name);
+	}
+	snprintf(s->name, sizeof(s->name), "%s", kind);
+	return 0;
+}
+
+static int open_section(struct parser *p, struct conf *c, struct section *s,
+			char *hdr)
+{
+	static const char *const plain[] = { "core", "sip", "media", "routing",
+					     "pbx", "crm", "api", NULL };
+	char *colon = strchr(hdr, ':');
+
+	memset(s->seen, 0, sizeof(s->seen));
+	if (colon) {
+		*colon = '\0';
+		return open_named(p, c, s, hdr, colon + 1);
+	}
+	for (int i = 0; plain[i]; i++) {
+		if (!strcmp(hdr, plain[i])) {
+			s->kind = S_CONF;
+			s->base = c;
+			snprintf(s->name, sizeof(s->name), "%s", hdr);
+			return 0;
+		}
+	}
+	if (!strcmp(hdr, "agent") || !strcmp(hdr, "did") || !strcmp(hdr, "trunk"))
+		return perr(p, "[%s] needs a name: [%s:NAME]", hdr, hdr);
+	return perr(p, "unknown section [%s]", hdr);
+}
+
+/* ---- lines ---------------------------------------------------------------- */
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/*
+ * A comment starts at '#' or ';' at the start of a line or after
+ * white space, so "sip:a@b;transport=tcp" keeps its parameter. A value
+ * in double quotes is taken literally.
+ */
+static int split_value(struct parser *p, char *v, char **out)
+{
+	v = trim(v);
+	if (*v == '"') {
+		char *q = strchr(v + 1, '"');
+		char *rest;
+
+		if (!q)
+			return perr(p, "unterminated quoted value");
+		*q = '\0';
+		rest = trim(q + 1);
+		if (*rest && *rest != '#' && *rest != ';')
+			return perr(p, "text after a quoted value");
+		*out = v + 1;
+		return 0;
+	}
+	for (char *q = v; *q; q++) {
+		if ((*q == '#' || *q == ';') && (q == v || isspace((unsigned char)q[-1]))) {
+			*q = '\0';
+			break;
+		}
+	}
+	*out = trim(v);
+	return 0;
+}
+
+static int parse_line(struct parser *p, struct conf *c, struct section *s,
+		      char *line)
+{
+	char *l = trim(line), *eq, *key, *val;
+	const struct opt *o;
+	int err;
+
+	if (!*l || *l == '#' || *l == ';')
+		return 0;
+	if (*l == '[') {
+		char *rb = strchr(l, ']'), *rest;
+
+		if (!rb)
+			return perr(p, "missing ']' in section header");
+		*rb = '\0';
+		rest = trim(rb + 1);
+		if (*rest && *rest != '#' && *rest != ';')
+			return perr(p, "text after section header");
+		return open_section(p, c, s, trim(l + 1));
+	}
+	eq = strchr(l, '=');
+	if (!eq)
+		return perr(p, "expected 'key = value'");
+	*eq = '\0';
+	key = trim(l);
+	if (!*key)
+		return perr(p, "missing key before '='");
+	if (!s->base)
+		return perr(p, "'%s' outside of any section", key);
+	o = find_opt(s->name, key);
+	if (!o)
+		return perr(p, "unknown key '%s' in [%s]", key, s->name);
+	if (s->seen[o - opts])
+		return perr(p, "'%s' set twice in this section", key);
+	s->seen[o - opts] = true;
+	err = split_value(p, eq + 1, &val);
+	if (err)
+		return err;
+	return set_value(p, c, s->base, o, val);
+}
+
+/* ---- cross-field checks ------------------------------------------------- */
+
+static int check_conf(struct parser *p, struct conf *c)
+{
+	bool tls = false;
+
+	for (size_t i = 0; i < c->nagents; i++) {
+		struct conf_agent *a = &c->agents[i];
+
+		p->line = a->line;
+		if (!a->password && !a->ha1)
+			return perr(p, "[agent:%s] needs password or ha1", a->ext);
+		if (a->password && a->ha1)
+			return perr(p, "[agent:%s]: set password or ha1, not both", a->ext);
+		if (a->crm_user) {
+			for (size_t j = 0; j < i; j++) {
+				if (c->agents[j].crm_user &&
+				    !strcmp(c->agents[j].crm_user, a->crm_user))
+					return perr(p, "[agent:%s]: crm_user %s is "
+						    "already used by agent %s", a->ext,
+						    a->crm_user, c->agents[j].ext);
+			}
+		}
+	}
+	for (size_t i = 0; i < c->ntrunks; i++) {
+		p->line = c->trunks[i].line;
+		if (!c->trunks[i].nmatch && !*c->trunks[i].uri)
+			return perr(p, "[trunk:%s] needs match or uri", c->trunks[i].name);
+	}
+	p->line = 0;
+	for (size_t i = 0; i < c->sip.nlisten; i++)
+		if (c->sip.listen[i].tp == CONF_TP_TLS)
+			tls = true;
+	if (tls && (!*c->sip.tls_cert || !*c->sip.tls_key))
+		return perr(p, "[sip] a tls: listener needs tls_cert and tls_key");
+	if (tls && (access(c->sip.tls_cert, R_OK) || access(c->sip.tls_key, R_OK)))
+		return perr(p, "[sip] cannot read tls_cert or tls_key");
+	if (c->sip.min_expires_ms > c->sip.max_expires_ms)
+		return perr(p, "[sip] min_expires is larger than max_expires");
+	if (c->crm.type == CONF_CRM_GENERIC &&
+	    (!*c->crm.lookup_url || !*c->crm.events_url))
+		return perr(p, "[crm] type = generic needs lookup_url and events_url");
+	if (c->media.rtp_min % 2)
+		c->media.rtp_min++;
+	if (c->media.rtp_max < c->media.rtp_min + 1)
+		return perr(p, "[media] rtp_ports holds no even/odd port pair");
+	return 0;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+static struct conf *conf_new(const char *path)
+{
+	struct conf *c = calloc(1, sizeof(*c));
+	char *slash;
+
+	if (!c)
+		return NULL;
+	c->refs = 1;
+	c->path = strdup(path);
+	c->dir = strdup(path);
+	if (!c->path || !c->dir) {
+		conf_deref(c);
+		return NULL;
+	}
+	slash = strrchr(c->dir, '/');
+	if (slash == c->dir)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		strcpy(c->dir, ".");
+	return c;
+}
+
+int conf_parse_string(struct conf **confp, const char *path, const char *text,
+		      char *err, size_t errsz)
+{
+	struct parser p = { .path = path, .err = err, .errsz = errsz };
+	struct section s = { 0 };
+	struct conf *c = conf_new(path);
+	char *buf = NULL, *save = NULL, *line;
+	const char *plain[] = { "core", "sip", "media", "routing", "pbx", "crm", "api" };
+	int e = 0;
+
+	if (!c || !(buf = strdup(text))) {
+		e = ENOMEM;
+		goto out;
+	}
+	p.dir = c->dir;
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]) && !e; i++)
+		e = apply_defaults(&p, c, plain[i], c);
+	if (e)
+		goto out;
+
+	/* strsep keeps empty lines, so line numbers stay right */
+	save = buf;
+	while ((line = strsep(&save, "\n")) && !e) {
+		p.line++;
+		if (strlen(line) > 4096)
+			e = perr(&p, "line too long");
+		else
+			e = parse_line(&p, c, &s, line);
+	}
+	if (!e)
+		e = check_conf(&p, c);
+out:
+	free(buf);
+	if (e) {
+		if (e == ENOMEM)
+			snprintf(err, errsz, "%s: out of memory", path);
+		conf_deref(c);
+		return e;
+	}
+	*confp = c;
+	return 0;
+}
+
+int conf_load(struct conf **confp, const char *path, char *err, size_t errsz)
+{
+	FILE *f = fopen(path, "r");
+	char *text = NULL;
+	size_t len = 0, cap = 0;
+	int e;
+
+	if (!f) {
+		snprintf(err, errsz, "%s:0: cannot open: %s", path, strerror(errno));
+		return errno;
+	}
+	for (;;) {
+		if (len + 4096 + 1 > cap) {
+			char *nt;
+
+			cap = cap ? cap * 2 : 16384;
+			if (cap > 16 * 1024 * 1024 || !(nt = realloc(text, cap))) {
+				free(text);
+				fclose(f);
+				snprintf(err, errsz, "%s:0: file too large", path);
+				return EFBIG;
+			}
+			text = nt;
+		}
+		size_t n = fread(text + len, 1, 4096, f);
+		len += n;
+		if (n < 4096)
+			break;
+	}
+	e = ferror(f) ? EIO : 0;
+	fclose(f);
+	if (e) {
+		free(text);
+		snprintf(err, errsz, "%s:0: read error", path);
+		return e;
+	}
+	text[len] = '\0';
+	if (memchr(text, '\0', len)) {
+		free(text);
+		snprintf(err, errsz, "%s:0: file contains a NUL byte", path);
+		return EINVAL;
+	}
+	e = conf_parse_string(confp, path, text, err, errsz);
+	free(text);
+	return e;
+}
+
+struct conf *conf_ref(struct conf *c)
+{
+	if (c)
+		c->refs++;
+	return c;
+}
+
+static void free_fields(void *base, const char *section)
+{
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct opt *o = &opts[i];
+		void *f = (char *)base + o->off;
+
+		if (strcmp(o->section, section))
+			continue;
+		switch (o->type) {
+		case T_STR: case T_PATH: case T_WAV: case T_URI: case T_URI_TMPL:
+		case T_LOGLEVEL: case T_HOSTPORT: case T_IP: case T_NUMBER:
+		case T_RINGBACK: case T_EXT: case T_DIGITS: case T_HA1:
+		case T_LISTENS: case T_CIDRS:
+			free(*(void **)f);
+			*(void **)f = NULL;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+struct conf *conf_deref(struct conf *c)
+{
+	const char *plain[] = { "core", "sip", "media", "routing", "pbx", "crm", "api" };
+
+	if (!c || --c->refs > 0)
+		return NULL;
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+		free_fields(c, plain[i]);
+	for (size_t i = 0; i < c->nagents; i++) {
+		free_fields(&c->agents[i], "agent");
+		free(c->agents[i].ext);
+	}
+	for (size_t i = 0; i < c->ndids; i++) {
+		free_fields(&c->dids[i], "did");
+		free(c->dids[i].number);
+	}
+	for (size_t i = 0; i < c->ntrunks; i++) {
+		free_fields(&c->trunks[i], "trunk");
+		free(c->trunks[i].name);
+	}
+	free(c->agents);
+	free(c->dids);
+	free(c->trunks);
+	free(c->path);
+	free(c->dir);
+	free(c);
+	return NULL;
+}
+
+const struct conf_agent *conf_agent_find(const struct conf *c, const char *ext)
+{
+	for (size_t i = 0; i < c->nagents; i++)
+		if (c->agents[i].ext && !strcmp(c->agents[i].ext, ext))
+			return &c->agents[i];
+	return NULL;
+}
+
+const struct conf_agent *conf_agent_by_crm_user(const struct conf *c,
+						const char *crm_user)
+{
+	for (size_t i = 0; i < c->nagents; i++)
+		if (c->agents[i].crm_user && !strcmp(c->agents[i].crm_user, crm_user))
+			return &c->agents[i];
+	return NULL;
+}
+
+const struct conf_did *conf_did_find(const struct conf *c, const char *number)
+{
+	for (size_t i = 0; i < c->ndids; i++)
+		if (c->dids[i].number && !strcmp(c->dids[i].number, number))
+			return &c->dids[i];
+	return NULL;
+}
+
+const struct conf_trunk *conf_trunk_match(const struct conf *c,
+					  const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < c->ntrunks; i++)
+		for (size_t j = 0; j < c->trunks[i].nmatch; j++)
+			if (conf_cidr_contains(&c->trunks[i].match[j], sa))
+				return &c->trunks[i];
+	return NULL;
+}
+
+void conf_print_options(FILE *f)
+{
+	const char *last = "";
+
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct opt *o = &opts[i];
+
+		if (strcmp(last, o->section)) {
+			bool named = !strcmp(o->section, "agent") ||
+				     !strcmp(o->section, "did") ||
+				     !strcmp(o->section, "trunk");
+			fprintf(f, "\n[%s%s]\n", o->section, named ? ":NAME" : "");
+			last = o->section;
+		}
+		fprintf(f, "%-18s = %-28s ; %s\n", o->key,
+			o->deflt ? o->deflt : "(inherit/unset)", o->help);
+	}
+}

@@ -1,0 +1,68 @@
+/*
+ * api.h: the HTTP API server (libmicrohttpd), CONTRACT §5.
+ *
+ * The server runs on the signalling thread: libmicrohttpd's epoll fd is
+ * registered on the su_root, so handlers may touch calls and registrations
+ * directly. Modules add their endpoints with api_route().
+ */
+#ifndef SIPCRM_API_H
+#define SIPCRM_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+#include <jansson.h>
+#include <sofia-sip/su_wait.h>
+
+struct api;
+struct api_req;
+
+/*
+ * A handler answers the request with one of the api_reply_* calls
+ * (exactly once) and returns 0; a non-zero return sends a 500.
+ */
+typedef int (api_handler_h)(struct api_req *req, void *arg);
+
+/* Starts listening on host:port (port 0 picks one, see api_port). */
+int api_alloc(struct api **ap, su_root_t *root, const char *host,
+	      unsigned port, const char *token);
+struct api *api_free(struct api *a);
+/* Replaces the Bearer token (SIGHUP). */
+int api_set_token(struct api *a, const char *token);
+unsigned api_port(const struct api *a);
+
+/*
+ * Registers method + path. A path segment "*" matches one segment, which
+ * api_req_patharg() returns by position. auth false means no token needed.
+ */
+int api_route(struct api *a, const char *method, const char *path, bool auth,
+	      api_handler_h *h, void *arg);
+
+const char *api_req_method(const struct api_req *r);
+const char *api_req_path(const struct api_req *r);
+const char *api_req_patharg(const struct api_req *r, unsigned idx);
+const char *api_req_query(const struct api_req *r, const char *name);
+const char *api_req_header(const struct api_req *r, const char *name);
+/* The raw body (NUL-terminated) and its length. */
+const char *api_req_body(const struct api_req *r, size_t *lenp);
+/* The body parsed as JSON, or NULL (borrowed; freed with the request). */
+json_t *api_req_json(struct api_req *r);
+
+/* Replies; they take ownership of json. */
+int api_reply_json(struct api_req *r, unsigned status, json_t *json);
+int api_reply_error(struct api_req *r, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int api_reply_text(struct api_req *r, unsigned status, const char *ctype,
+		   const char *body, size_t len);
+/* Serves a file; fd is owned by the response afterwards. */
+int api_reply_fd(struct api_req *r, unsigned status, const char *ctype, int fd,
+		 size_t size);
+
+/*
+ * Registers the built-in endpoints (api_core.c): GET /api/v1/health and
+ * GET /metrics, both without a token, and the process metrics. started is
+ * the daemon's start time; version is copied. Returns 0 or an errno value.
+ */
+int api_core_register(struct api *a, time_t started, const char *version);
+
+#endif
