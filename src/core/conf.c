@@ -43,6 +43,7 @@ enum opt_type {
 	T_EXT,          /* an extension: [A-Za-z0-9_.-]{1,32} */
 	T_DIGITS,
 	T_HA1,
+	T_DIGEST_ALGS,  /* "SHA-256 MD5", in order of preference */
 };
 
 enum sect_kind { S_CONF, S_AGENT, S_DID, S_TRUNK };
@@ -100,6 +101,8 @@ static const struct opt opts[] = {
 	  "window in which ban_failures are counted", NULL },
 	{ "sip", "ban_time", T_DUR, C(sip.ban_time_ms), 0, "600s",
 	  "how long a banned address is ignored", NULL },
+	{ "sip", "digest_algorithms", T_DIGEST_ALGS, C(sip.digest_algs), 0,
+	  "SHA-256 MD5", "digest algorithms offered, in order of preference", NULL },
 	{ "sip", "allow_trunk_refer", T_BOOL, C(sip.allow_trunk_refer), 0, "no",
 	  "accept REFER from the trunk side (403 otherwise)", NULL },
 
@@ -603,6 +606,38 @@ static int set_codecs(struct parser *p, struct conf *c, const struct opt *o,
 	return 0;
 }
 
+static int set_digest_algs(struct parser *p, struct conf *c, const struct opt *o,
+			   const char *v)
+{
+	char *buf = strdup(v), *save = NULL;
+	uint8_t algs[2];
+	size_t n = 0;
+	int err = 0;
+
+	if (!buf)
+		return ENOMEM;
+	for (char *w = strtok_r(buf, " \t,", &save); w && !err;
+	     w = strtok_r(NULL, " \t,", &save)) {
+		uint8_t a = !strcasecmp(w, "MD5") ? CONF_DIGEST_MD5 :
+			    !strcasecmp(w, "SHA-256") ? CONF_DIGEST_SHA256 : 0;
+
+		if (!a)
+			err = perr(p, "%s: unknown algorithm '%s' (SHA-256, MD5)", o->key, w);
+		else if ((n > 0 && algs[0] == a) || n == 2)
+			err = perr(p, "%s: '%s' listed twice", o->key, w);
+		else
+			algs[n++] = a;
+	}
+	free(buf);
+	if (!err && n == 0)
+		err = perr(p, "%s: at least one algorithm is needed", o->key);
+	if (err)
+		return err;
+	memcpy(c->sip.digest_algs, algs, sizeof(algs));
+	c->sip.ndigest_algs = n;
+	return 0;
+}
+
 static int set_enum(struct parser *p, int *dst, const struct opt *o, const char *v)
 {
 	char list[128] = "";
@@ -727,6 +762,8 @@ static int set_value(struct parser *p, struct conf *c, void *base,
 	}
 	case T_CODECS:
 		return set_codecs(p, c, o, v);
+	case T_DIGEST_ALGS:
+		return set_digest_algs(p, c, o, v);
 	case T_CIDRS:
 		return set_cidrs(p, base, o, v);
 	case T_NUMBER:
@@ -918,7 +955,7 @@ static int split_value(struct parser *p, char *v, char **out)
 static int parse_line(struct parser *p, struct conf *c, struct section *s,
 		      char *line)
 {
-	char *l = trim(line), *eq, *key, *val;
+	char *l = trim(line), *eq, *key, *val = NULL;
 	const struct opt *o;
 	int err;
 

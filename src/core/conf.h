@@ -35,6 +35,7 @@ enum conf_srtp { CONF_SRTP_OFF, CONF_SRTP_OFFER, CONF_SRTP_REQUIRE };
 enum conf_crm_type { CONF_CRM_NONE, CONF_CRM_GENERIC, CONF_CRM_BITRIX24,
 		     CONF_CRM_AMOCRM, CONF_CRM_MEGAPLAN, CONF_CRM_KEYCRM };
 enum conf_codec { CONF_CODEC_PCMA = 1, CONF_CODEC_PCMU = 2 };
+enum conf_digest { CONF_DIGEST_MD5 = 1, CONF_DIGEST_SHA256 = 2 };
 
 /* -1 in a duration or tristate field of a [did:] section means "inherit". */
 #define CONF_INHERIT (-1)
@@ -96,6 +97,8 @@ struct conf {
 		int64_t ban_window_ms;
 		int64_t ban_time_ms;
 		bool allow_trunk_refer;
+		uint8_t digest_algs[2];   /* enum conf_digest, preference order */
+		size_t ndigest_algs;
 	} sip;
 
 	struct {

@@ -261,20 +261,33 @@ static const msg_auth_t *find_credentials(const struct reg *r, const sip_t *sip,
 
 static void challenge(struct reg *r, nta_incoming_t *irq, bool proxy, bool stale)
 {
-	const char *realm = r->conf->sip.domain;
-	char nonce[DIGEST_NONCE_MAX], sha[512], md5[512];
+	const struct conf *c = r->conf;
+	char nonce[DIGEST_NONCE_MAX], ch[2][512];
+	tag_type_t t = proxy ? siptag_proxy_authenticate_str :
+			       siptag_www_authenticate_str;
 
-	digest_nonce(r->digest, realm, clk_mono_ms(), nonce);
-	digest_challenge(sha, sizeof(sha), DIGEST_SHA256, realm, nonce, stale);
-	digest_challenge(md5, sizeof(md5), DIGEST_MD5, realm, nonce, stale);
-	if (proxy)
-		sipd_reply(r->sipd, irq, SIP_407_PROXY_AUTH_REQUIRED,
-			   SIPTAG_PROXY_AUTHENTICATE_STR(sha),
-			   SIPTAG_PROXY_AUTHENTICATE_STR(md5), TAG_END());
-	else
-		sipd_reply(r->sipd, irq, SIP_401_UNAUTHORIZED,
-			   SIPTAG_WWW_AUTHENTICATE_STR(sha),
-			   SIPTAG_WWW_AUTHENTICATE_STR(md5), TAG_END());
+	digest_nonce(r->digest, c->sip.domain, clk_mono_ms(), nonce);
+	for (size_t i = 0; i < c->sip.ndigest_algs; i++)
+		digest_challenge(ch[i], sizeof(ch[i]),
+				 c->sip.digest_algs[i] == CONF_DIGEST_SHA256 ?
+				 DIGEST_SHA256 : DIGEST_MD5, c->sip.domain, nonce, stale);
+	sipd_reply(r->sipd, irq, proxy ? 407 : 401,
+		   proxy ? "Proxy Authentication Required" : "Unauthorized",
+		   t, (tag_value_t)ch[0],
+		   TAG_IF(c->sip.ndigest_algs > 1, t), (tag_value_t)ch[1],
+		   TAG_END());
+}
+
+/* An answer with an algorithm the config does not offer is refused. */
+static bool alg_allowed(const struct conf *c, const char *alg)
+{
+	uint8_t want = !alg || !strcasecmp(alg, "MD5") ? CONF_DIGEST_MD5 :
+		       !strcasecmp(alg, "SHA-256") ? CONF_DIGEST_SHA256 : 0;
+
+	for (size_t i = 0; i < c->sip.ndigest_algs; i++)
+		if (c->sip.digest_algs[i] == want)
+			return true;
+	return false;
 }
 
 static void auth_failed(struct reg *r, nta_incoming_t *irq, const char *user,
@@ -319,6 +332,10 @@ const char *reg_authenticate(struct reg *r, nta_incoming_t *irq,
 	}
 	if (!parse_digest(au, &dr, arena, sizeof(arena)) || !dr.username) {
 		res = DIGEST_BAD_FORMAT;
+		agent = NULL;
+	}
+	else if (!alg_allowed(r->conf, dr.algorithm)) {
+		res = DIGEST_UNSUPPORTED;
 		agent = NULL;
 	}
 	else {
