@@ -61,6 +61,9 @@ static void test_defaults(void)
 	is_int(c->media.srtp, CONF_SRTP_OFFER, "srtp offer");
 	is_str(c->media.ringback, "tone", "ringback tone");
 	is_int(c->media.record_min_ms, 6000, "record_min 6s");
+	is_int(c->sip.ndigest_algs, 2, "two digest algorithms by default");
+	is_int(c->sip.digest_algs[0], CONF_DIGEST_MD5, "MD5 offered first by default");
+	is_int(c->sip.digest_algs[1], CONF_DIGEST_SHA256, "then SHA-256");
 	conf_deref(c);
 }
 
@@ -271,6 +274,9 @@ static void test_errors(void)
 	      "generic without URLs");
 	fails("[crm]\ncountry_code = +7\n", "test.conf:2: country_code: '+7' is not a country code",
 	      "bad country code");
+	fails("[sip]\ndigest_algorithms = SHA-1\n",
+	      "test.conf:2: digest_algorithms: unknown algorithm 'SHA-1'", "bad digest algorithm");
+	fails("[sip]\ndigest_algorithms = MD5 md5\n", "listed twice", "digest algorithm twice");
 	fails("[api]\nlisten = 8080\n", "test.conf:2: listen: bad address '8080'", "bad API address");
 	fails("[trunk:x]\nuri = \"sip:a\n", "test.conf:2: unterminated quoted value", "open quote");
 }

@@ -6,7 +6,7 @@ set -euo pipefail
 build_pkgs=(build-essential autoconf automake libtool pkg-config
 	libsofia-sip-ua-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev
 	libsrtp2-dev libmicrohttpd-dev libssl-dev)
-test_pkgs=(sip-tester python3 sqlite3 curl)
+test_pkgs=(sip-tester python3 sqlite3 curl baresip-core)
 
 pkgs=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then

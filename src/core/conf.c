@@ -102,7 +102,7 @@ static const struct opt opts[] = {
 	{ "sip", "ban_time", T_DUR, C(sip.ban_time_ms), 0, "600s",
 	  "how long a banned address is ignored", NULL },
 	{ "sip", "digest_algorithms", T_DIGEST_ALGS, C(sip.digest_algs), 0,
-	  "SHA-256 MD5", "digest algorithms offered, in order of preference", NULL },
+	  "MD5 SHA-256", "digest algorithms offered, in order of preference", NULL },
 	{ "sip", "allow_trunk_refer", T_BOOL, C(sip.allow_trunk_refer), 0, "no",
 	  "accept REFER from the trunk side (403 otherwise)", NULL },
 
