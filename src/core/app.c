@@ -17,6 +17,9 @@
 #include "metrics.h"
 #include "sip/sipd.h"
 #include "sip/registrar.h"
+#include "sip/b2b.h"
+#include "media/media.h"
+#include "crm/crm.h"
 #include "http/api.h"
 
 static struct metric *m_reload_ok, *m_reload_err;
@@ -74,6 +77,24 @@ int app_start(struct app *app, su_root_t *root, struct conf *conf,
 		snprintf(err, errsz, "cannot start the registrar: %s", strerror(e));
 		return e;
 	}
+	e = media_alloc(&app->media, conf->media.ip, conf->media.rtp_min,
+			conf->media.rtp_max);
+	if (e) {
+		snprintf(err, errsz, "cannot start the media engine on %s: %s",
+			 conf->media.ip, strerror(e));
+		return e;
+	}
+	e = crm_alloc(&app->crm, root, app->httpc, app->db, conf);
+	if (!e) {
+		struct b2b_deps deps = { root, app->sipd, app->reg, app->media,
+					 app->crm, app->db };
+
+		e = b2b_alloc(&app->b2b, &deps, conf);
+	}
+	if (e) {
+		snprintf(err, errsz, "cannot start the call core: %s", strerror(e));
+		return e;
+	}
 	e = api_alloc(&app->api, root, conf->api.listen_host, conf->api.listen_port,
 		      conf->api.token);
 	if (e) {
@@ -84,6 +105,7 @@ int app_start(struct app *app, su_root_t *root, struct conf *conf,
 	api_core_register(app->api, app->started, PACKAGE_VERSION);
 	api_route(app->api, "POST", "/api/v1/reload", true, api_reload_h, app);
 	reg_api_register(app->reg, app->api);
+	b2b_api_register(app->b2b, app->api);
 	log_info("sipcrmd %s started, config %s", PACKAGE_VERSION, conf_path);
 	return 0;
 }
@@ -126,6 +148,8 @@ int app_reload(struct app *app)
 	apply_log_level(app);
 	sipd_reload(app->sipd, c);
 	reg_reload(app->reg, c);
+	crm_reload(app->crm, c);
+	b2b_reload(app->b2b, c);
 	api_set_token(app->api, c->api.token);
 	metrics_inc(m_reload_ok);
 	log_info("configuration reloaded from %s", app->conf_path);
@@ -135,9 +159,12 @@ int app_reload(struct app *app)
 void app_stop(struct app *app)
 {
 	app->api = api_free(app->api);
+	app->b2b = b2b_free(app->b2b);
+	app->crm = crm_free(app->crm);
 	app->reg = reg_free(app->reg);
 	app->sipd = sipd_free(app->sipd);
 	app->httpc = httpc_free(app->httpc);
+	app->media = media_free(app->media);
 	app->db = db_close(app->db);
 	app->conf = conf_deref(app->conf);
 	free(app->conf_path);

@@ -15,6 +15,9 @@ struct httpc;
 struct sipd;
 struct api;
 struct reg;
+struct media;
+struct crm;
+struct b2b;
 
 struct app {
 	su_root_t *root;
@@ -24,6 +27,9 @@ struct app {
 	struct sipd *sipd;
 	struct api *api;
 	struct reg *reg;
+	struct media *media;
+	struct crm *crm;
+	struct b2b *b2b;
 	time_t started;
 	char *conf_path;
 	const char *log_override;       /* -l, wins over the config */

@@ -32,6 +32,17 @@ static const char *const migrations[] = {
 	" instance TEXT, reg_id INTEGER NOT NULL DEFAULT 0, user_agent TEXT,"
 	" call_id TEXT NOT NULL, cseq INTEGER NOT NULL, q1000 INTEGER NOT NULL,"
 	" expires INTEGER NOT NULL, PRIMARY KEY (ext, uri));",
+	/* 3: call detail records */
+	"CREATE TABLE cdr (call_id TEXT PRIMARY KEY, direction TEXT NOT NULL,"
+	" src TEXT NOT NULL, dst TEXT NOT NULL, did TEXT NOT NULL,"
+	" disposition TEXT NOT NULL, started INTEGER NOT NULL, answered INTEGER,"
+	" ended INTEGER NOT NULL, first_agent TEXT, last_agent TEXT,"
+	" recording_url TEXT);"
+	"CREATE INDEX cdr_started ON cdr (started);"
+	"CREATE TABLE cdr_legs (call_id TEXT NOT NULL, idx INTEGER NOT NULL,"
+	" target TEXT NOT NULL, agent TEXT, result INTEGER NOT NULL,"
+	" started INTEGER NOT NULL, answered INTEGER, ended INTEGER,"
+	" PRIMARY KEY (call_id, idx));",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -1,0 +1,50 @@
+/*
+ * crm.h: who is responsible for a caller (CONTRACT §4). Adapters sit
+ * behind one table of functions; this is the interface the call core uses.
+ */
+#ifndef SIPCRM_CRM_H
+#define SIPCRM_CRM_H
+
+#include <stdbool.h>
+#include <sofia-sip/su_wait.h>
+
+struct conf;
+struct db;
+struct httpc;
+struct crm;
+struct crm_lookup;
+
+enum crm_status {
+	CRM_UNKNOWN,            /* the CRM does not know the caller (404) */
+	CRM_FAILED,             /* timeout, refused, 5xx, garbage */
+	CRM_KNOWN,              /* known caller */
+};
+
+struct crm_result {
+	enum crm_status status;
+	char contact_id[64];
+	char contact_name[128];
+	char contact_url[256];
+	char responsible_id[64];        /* the CRM's user id, "" if none */
+	char responsible_ext[33];       /* the extension, as given or mapped */
+	const char *cause;              /* failures: "timeout", "http_500", ... */
+};
+
+/* Fires once per lookup, never inside crm_lookup(). */
+typedef void (crm_lookup_h)(const struct crm_result *r, void *arg);
+
+int crm_alloc(struct crm **cp, su_root_t *root, struct httpc *http,
+	      struct db *db, const struct conf *conf);
+struct crm *crm_free(struct crm *c);
+void crm_reload(struct crm *c, const struct conf *conf);
+
+/*
+ * Starts a lookup for phone (E.164) dialled to did. *lp lets the caller
+ * cancel; forget it once the callback has run.
+ */
+int crm_lookup(struct crm_lookup **lp, struct crm *c, const char *phone,
+	       const char *did, const char *call_id, crm_lookup_h *cb, void *arg);
+/* No callback after this. NULL safe; returns NULL. */
+struct crm_lookup *crm_lookup_cancel(struct crm_lookup *l);
+
+#endif

@@ -1,0 +1,499 @@
+/*
+ * b2b.c: calls. An inbound trunk call is answered at once with early media
+ * (183 and the greeting) while the CRM is asked who owns the caller; then
+ * the routing plan's forks ring in turn, the first 200 wins, and media is
+ * relayed between the caller and the winner (CONTRACT §3).
+ *
+ * Ownership: a call owns its nta legs and transactions and destroys them
+ * when it ends, so no nta callback can reach a freed call. BYEs sent at the
+ * end keep the call alive (pending) until they complete.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/rand.h>
+#include <sofia-sip/sip_header.h>
+#include <sofia-sip/sip_status.h>
+#include <sofia-sip/sip_tag.h>
+#include <sofia-sip/su_tagarg.h>
+
+#define LOG_MODULE "b2b"
+#include "log.h"
+#include "clk.h"
+#include "conf.h"
+#include "hmap.h"
+#include "metrics.h"
+#include "crm/crm.h"
+#include "media/media.h"
+#include "routing/route.h"
+#include "sip/b2b.h"
+#include "sip/b2b_int.h"
+#include "sip/msdp.h"
+#include "sip/registrar.h"
+#include "sip/sipd.h"
+
+static void call_end(struct call *c, const char *disposition);
+static void fork_next(struct call *c);
+static void call_maybe_free(struct call *c);
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+void b2b_new_id(char id[40])
+{
+	uint8_t r[16];
+	static const char hex[] = "0123456789abcdef";
+
+	if (RAND_bytes(r, sizeof(r)) != 1)
+		for (size_t i = 0; i < sizeof(r); i++)
+			r[i] = (uint8_t)random();
+	for (size_t i = 0; i < 16; i++) {
+		id[i * 2] = hex[r[i] >> 4];
+		id[i * 2 + 1] = hex[r[i] & 15];
+	}
+	id[32] = '\0';
+}
+
+static const char *contact_str(struct call *c)
+{
+	const sip_contact_t *m = nta_agent_contact(sipd_agent(c->b2b->sipd));
+	static char buf[256];
+	issize_t n;
+
+	n = m ? url_e(buf, sizeof(buf), m->m_url) : -1;
+	if (n <= 0 || (size_t)n >= sizeof(buf))
+		return NULL;
+	buf[n] = '\0';
+	return buf;
+}
+
+static void arm(su_timer_t **t, struct b2b *b, int64_t ms, su_timer_f f, void *arg)
+{
+	if (!*t)
+		*t = su_timer_create(su_root_task(b->root), 0);
+	if (*t)
+		su_timer_set_interval(*t, f, arg, (su_duration_t)(ms > 0 ? ms : 0));
+}
+
+static void disarm(su_timer_t **t)
+{
+	su_timer_destroy(*t);
+	*t = NULL;
+}
+
+/* ---- outbound branches -------------------------------------------------------- */
+
+static struct leg *leg_new(struct call *c, const char *uri, const char *agent,
+			   const char *route)
+{
+	struct leg *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->call = c;
+	l->fork = c->fork;
+	l->idx = c->nlegs++;
+	snprintf(l->uri, sizeof(l->uri), "%s", uri);
+	snprintf(l->agent, sizeof(l->agent), "%s", agent ? agent : "");
+	snprintf(l->route, sizeof(l->route), "%s", route ? route : "");
+	l->started_ms = clk_wall_ms();
+	l->next = c->legs;
+	c->legs = l;
+	return l;
+}
+
+static void leg_release(struct leg *l)
+{
+	if (l->orq) {
+		nta_outgoing_destroy(l->orq);
+		l->orq = NULL;
+	}
+	if (l->dlg) {
+		nta_leg_destroy(l->dlg);
+		l->dlg = NULL;
+	}
+}
+
+static void leg_send_ack(struct leg *l, const sip_t *sip)
+{
+	nta_outgoing_t *ack;
+
+	nta_leg_rtag(l->dlg, sip->sip_to->a_tag);
+	nta_leg_client_route(l->dlg, sip->sip_record_route, sip->sip_contact);
+	ack = nta_outgoing_tcreate(l->dlg, NULL, NULL, NULL, SIP_METHOD_ACK,
+				   (url_string_t *)(sip->sip_contact ?
+						    sip->sip_contact->m_url : NULL),
+				   SIPTAG_CSEQ(sip->sip_cseq), TAG_END());
+	if (ack)
+		nta_outgoing_destroy(ack);
+}
+
+static int bye_done(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
+		    const sip_t *sip)
+{
+	struct call *c = (struct call *)magic;
+
+	if (nta_outgoing_status(orq) < 200)
+		return 0;
+	nta_outgoing_destroy(orq);
+	c->pending--;
+	call_maybe_free(c);
+	return 0;
+}
+
+static void send_bye(struct call *c, nta_leg_t *dlg)
+{
+	nta_outgoing_t *orq;
+
+	if (!dlg)
+		return;
+	orq = nta_outgoing_tcreate(dlg, bye_done, (nta_outgoing_magic_t *)c, NULL,
+				   SIP_METHOD_BYE, NULL, TAG_END());
+	if (orq)
+		c->pending++;
+}
+
+static bool fork_settled(const struct call *c)
+{
+	for (const struct leg *l = c->legs; l; l = l->next)
+		if (l->fork == c->fork && l->status < 200)
+			return false;
+	return true;
+}
+
+static void note_failure(struct call *c, int status, const char *phrase)
+{
+	/* RFC 3261 §16.7: 6xx wins, else the lowest class, 408 and 503 last */
+	int cls = status / 100, bcls = c->best_status / 100;
+	bool better = !c->best_status ||
+		      (cls == 6 && bcls != 6) ||
+		      (bcls != 6 && (c->best_status == 408 || c->best_status == 503 ||
+				     c->best_status == 487) && status != 487) ||
+		      (bcls != 6 && cls < bcls && status != 408 && status != 503 &&
+		       status != 487);
+
+	if (!better)
+		return;
+	c->best_status = status;
+	snprintf(c->best_phrase, sizeof(c->best_phrase), "%s", phrase ? phrase : "");
+}
+
+static void leg_answered(struct leg *l, const sip_t *sip)
+{
+	struct call *c = l->call;
+	struct msdp_info info;
+	struct media_peer peer = { .te_pt = -1 };
+
+	leg_send_ack(l, sip);
+	if (c->winner || c->state >= CALL_ANSWERED) {
+		send_bye(c, l->dlg);    /* a late 200 from a branch that lost */
+		return;
+	}
+	if (!sip->sip_payload ||
+	    msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
+		       c->conf->media.codecs, &info)) {
+		log_warn("call %s: answer from %s without usable SDP", c->id, l->uri);
+		send_bye(c, l->dlg);
+		return;
+	}
+	memcpy(&peer.rtp, &info.rtp, sizeof(peer.rtp));
+	memcpy(&peer.rtcp, &info.rtcp, sizeof(peer.rtcp));
+	peer.codec = info.pt == 8 ? MEDIA_PCMA : MEDIA_PCMU;
+	peer.pt = info.pt;
+	peer.te_pt = info.te_pt;
+	peer.sendrecv = !info.hold;
+	media_ep_set_peer(c->b2b->media, c->ep_out, &peer);
+	c->winner = l;
+	l->answered_ms = clk_wall_ms();
+	b2b_call_answered(c, l);
+}
+
+static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
+			const sip_t *sip)
+{
+	struct leg *l = (struct leg *)magic;
+	struct call *c = l->call;
+	int status = sip && sip->sip_status ? sip->sip_status->st_status :
+		     nta_outgoing_status(orq);
+
+	if (status < 200) {
+		if (status == 180 || status == 183)
+			b2b_call_ringing(c, l);
+		return 0;
+	}
+	l->status = status;
+	if (status < 300) {
+		nta_outgoing_destroy(orq);
+		l->orq = NULL;
+		leg_answered(l, sip);
+		return 0;
+	}
+	l->ended_ms = clk_wall_ms();
+	nta_outgoing_destroy(orq);
+	l->orq = NULL;
+	if (l->dlg) {
+		nta_leg_destroy(l->dlg);
+		l->dlg = NULL;
+	}
+	log_info("call %s: branch %s answered %d", c->id, l->uri, status);
+	if (!l->cancelled)
+		note_failure(c, status, sip && sip->sip_status ?
+			     sip->sip_status->st_phrase : NULL);
+	if (c->state < CALL_ANSWERED && !c->ending && l->fork == c->fork &&
+	    fork_settled(c))
+		fork_next(c);
+	return 0;
+}
+
+static int leg_request(nta_leg_magic_t *magic, nta_leg_t *dlg,
+		       nta_incoming_t *irq, const sip_t *sip)
+{
+	struct leg *l = (struct leg *)magic;
+
+	return b2b_in_dialog(l->call, l, irq, sip);
+}
+
+/* Sends the INVITE of one branch. Returns 0 or an errno value. */
+static int leg_invite(struct call *c, struct leg *l)
+{
+	char from[256], to[400], sdp[1024], xid[64];
+	const char *contact = contact_str(c);
+	int pts[2], npts = 0;
+	url_string_t *route = *l->route ? URL_STRING_MAKE(l->route) : NULL;
+
+	for (size_t i = 0; i < c->conf->media.ncodecs; i++)
+		pts[npts++] = c->conf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
+	if (msdp_build(sdp, sizeof(sdp), c->conf->media.ip, c->port_out, pts,
+		       (size_t)npts, 101, MSDP_SENDRECV, c->sess_id, 1) < 0)
+		return EINVAL;
+	snprintf(from, sizeof(from), "%s%s%s<sip:%s@%s>", *c->from_name ? "\"" : "",
+		 c->from_name, *c->from_name ? "\" " : "", *c->from ? c->from : "anonymous",
+		 c->conf->sip.domain);
+	snprintf(to, sizeof(to), "<%s>", l->uri);
+	snprintf(xid, sizeof(xid), "X-Sipcrm-Call-ID: %s", c->id);
+	l->dlg = nta_leg_tcreate(sipd_agent(c->b2b->sipd), leg_request,
+				 (nta_leg_magic_t *)l, SIPTAG_FROM_STR(from),
+				 SIPTAG_TO_STR(to), TAG_END());
+	if (!l->dlg || !nta_leg_tag(l->dlg, NULL))
+		return ENOMEM;
+	l->orq = nta_outgoing_tcreate(l->dlg, leg_response, (nta_outgoing_magic_t *)l,
+				      route, SIP_METHOD_INVITE, URL_STRING_MAKE(l->uri),
+				      TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
+				      SIPTAG_CONTENT_TYPE_STR("application/sdp"),
+				      SIPTAG_PAYLOAD_STR(sdp),
+				      SIPTAG_HEADER_STR(xid),
+				      TAG_IF(c->b2b->server, SIPTAG_USER_AGENT_STR(c->b2b->server)),
+				      TAG_END());
+	return l->orq ? 0 : EIO;
+}
+
+static void cancel_fork_legs(struct call *c, size_t fork, bool all)
+{
+	for (struct leg *l = c->legs; l; l = l->next) {
+		if ((!all && l->fork != fork) || l == c->winner || l->status >= 200)
+			continue;
+		if (l->orq && !l->cancelled) {
+			nta_outgoing_cancel(l->orq);
+			l->cancelled = true;
+		}
+	}
+}
+
+/* ---- forks ---------------------------------------------------------------------- */
+
+static void on_fork_timeout(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
+{
+	struct call *c = (struct call *)arg;
+
+	(void)m;
+	(void)t;
+	log_info("call %s: fork %zu rang out", c->id, c->fork);
+	cancel_fork_legs(c, c->fork, false);
+	fork_next(c);
+}
+
+static size_t start_target(struct call *c, const struct route_target *t)
+{
+	const struct conf *cf = c->conf;
+	char uri[ROUTE_URI_MAX + 64];
+	size_t n = 0;
+
+	if (t->kind == ROUTE_TARGET_URI) {
+		struct leg *l = leg_new(c, t->uri, NULL, NULL);
+
+		return l && !leg_invite(c, l) ? 1 : 0;
+	}
+	if (t->kind == ROUTE_TARGET_TRUNK) {
+		b2b_trunk_uri(c, t->uri, uri, sizeof(uri));
+		struct leg *l = leg_new(c, uri, NULL, NULL);
+
+		return l && !leg_invite(c, l) ? 1 : 0;
+	}
+	for (const struct reg_contact *rc = reg_contacts(c->b2b->reg, t->ext); rc;
+	     rc = rc->next) {
+		struct leg *l = leg_new(c, rc->uri, t->ext, rc->received);
+
+		n += l && !leg_invite(c, l) ? 1 : 0;
+	}
+	if (n == 0 && *cf->pbx.extension_uri) {
+		struct leg *l;
+
+		b2b_expand_ext(cf->pbx.extension_uri, t->ext, uri, sizeof(uri));
+		l = leg_new(c, uri, t->ext, NULL);
+		n += l && !leg_invite(c, l) ? 1 : 0;
+	}
+	return n;
+}
+
+static void fork_start(struct call *c)
+{
+	const struct route_fork *f = &c->plan.forks[c->fork];
+	size_t started = 0;
+
+	for (size_t i = 0; i < f->ntargets; i++)
+		started += start_target(c, &f->targets[i]);
+	log_info("call %s: fork %zu rings %zu branch(es)", c->id, c->fork, started);
+	if (!started) {
+		note_failure(c, 480, "Temporarily Unavailable");
+		fork_next(c);
+		return;
+	}
+	if (f->timeout_ms > 0)
+		arm(&c->tmr_fork, c->b2b, f->timeout_ms, on_fork_timeout, c);
+}
+
+static void fork_next(struct call *c)
+{
+	disarm(&c->tmr_fork);
+	if (c->state >= CALL_ANSWERED || c->ending)
+		return;
+	if (c->fork_started)
+		c->fork++;
+	c->fork_started = true;
+	if (c->fork >= c->plan.nforks) {
+		if (!c->best_status)
+			note_failure(c, 480, "Temporarily Unavailable");
+		b2b_call_failed(c, c->best_status, c->best_phrase);
+		return;
+	}
+	fork_start(c);
+}
+
+void b2b_route(struct call *c)
+{
+	struct route_input in = {
+		.dir = c->dir, .caller = c->from, .did = c->did, .dest = c->to,
+		.set = &c->set,
+	};
+	const struct reg_contact *rc;
+
+	if (c->dir == ROUTE_INBOUND) {
+		in.lookup = c->lres.status == CRM_KNOWN ? ROUTE_LOOKUP_KNOWN :
+			    c->lres.status == CRM_FAILED ? ROUTE_LOOKUP_FAILED :
+			    ROUTE_LOOKUP_UNKNOWN;
+		in.agent.ext = *c->lres.responsible_ext ? c->lres.responsible_ext : NULL;
+	}
+	else if (c->dir == ROUTE_INTERNAL) {
+		in.agent.ext = conf_agent_find(c->conf, c->to) ? c->to : NULL;
+	}
+	if (in.agent.ext) {
+		rc = reg_contacts(c->b2b->reg, in.agent.ext);
+		in.agent.registered = rc != NULL;
+		in.agent.busy = b2b_agent_busy(c->b2b, in.agent.ext, c);
+	}
+	route_plan(&in, &c->plan);
+	log_info("call %s: %s", c->id, c->plan.why);
+	switch (c->plan.action) {
+	case ROUTE_REJECT:
+		b2b_call_failed(c, c->plan.reject_status, c->plan.reject_reason);
+		break;
+	case ROUTE_REDIRECT:
+		b2b_call_redirect(c);
+		break;
+	case ROUTE_BRIDGE:
+		c->state = CALL_ROUTING;
+		fork_next(c);
+		break;
+	}
+}
+
+/* ---- end and free ------------------------------------------------------------- */
+
+static void call_maybe_free(struct call *c)
+{
+	if (!c->ending || c->pending > 0 || c->in_callback)
+		return;
+	hmap_del(c->b2b->calls, c->id);
+	while (c->legs) {
+		struct leg *l = c->legs;
+
+		c->legs = l->next;
+		leg_release(l);
+		free(l);
+	}
+	if (c->in_dlg)
+		nta_leg_destroy(c->in_dlg);
+	if (c->in_irq)
+		nta_incoming_destroy(c->in_irq);
+	conf_deref(c->conf);
+	free(c);
+}
+
+static void call_end(struct call *c, const char *disposition)
+{
+	if (c->ending)
+		return;
+	c->ending = true;
+	c->state = CALL_ENDED;
+	c->ended_ms = clk_wall_ms();
+	snprintf(c->disposition, sizeof(c->disposition), "%s", disposition);
+	disarm(&c->tmr_fork);
+	disarm(&c->tmr_greeting);
+	disarm(&c->tmr_lookup);
+	c->lookup = crm_lookup_cancel(c->lookup);
+	cancel_fork_legs(c, 0, true);
+	media_ep_free(c->b2b->media, c->ep_in);
+	media_ep_free(c->b2b->media, c->ep_out);
+	c->ep_in = c->ep_out = MEDIA_EP_NONE;
+	b2b_cdr_write(c);
+	log_info("call %s ended: %s", c->id, disposition);
+	metrics_gauge_add(c->b2b->m_active, -1);
+	/* branches still ringing keep the call until their final answers */
+	for (struct leg *l = c->legs; l; l = l->next)
+		if (l->orq && l->status < 200)
+			c->pending++, l->pending_final = true;
+	call_maybe_free(c);
+}
+
+void b2b_call_end(struct call *c, const char *disposition)
+{
+	call_end(c, disposition);
+}
+
+void b2b_leg_final_after_end(struct leg *l)
+{
+	if (l->pending_final) {
+		l->pending_final = false;
+		l->call->pending--;
+		call_maybe_free(l->call);
+	}
+}
+
+void b2b_send_bye(struct call *c, nta_leg_t *dlg)
+{
+	send_bye(c, dlg);
+}
+
+void b2b_cancel_others(struct call *c)
+{
+	cancel_fork_legs(c, 0, true);
+}
+
+void b2b_call_maybe_free(struct call *c)
+{
+	call_maybe_free(c);
+}

@@ -1,0 +1,555 @@
+/*
+ * b2b_in.c: the caller's leg. Classifies an INVITE (trunk, agent, or
+ * nobody), answers with early media, runs the CRM lookup and the greeting
+ * clock, and carries the winner's answer back to the caller.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/rand.h>
+#include <sofia-sip/sip_header.h>
+#include <sofia-sip/sip_status.h>
+#include <sofia-sip/sip_tag.h>
+
+#define LOG_MODULE "b2b"
+#include "log.h"
+#include "clk.h"
+#include "conf.h"
+#include "hmap.h"
+#include "metrics.h"
+#include "sip/b2b.h"
+#include "sip/b2b_int.h"
+#include "sip/registrar.h"
+#include "sip/sipd.h"
+
+/* ---- small helpers -------------------------------------------------------------- */
+
+void b2b_expand_ext(const char *tmpl, const char *ext, char *out, size_t sz)
+{
+	const char *p = strstr(tmpl, "{ext}");
+
+	if (!p) {
+		snprintf(out, sz, "%s", tmpl);
+		return;
+	}
+	snprintf(out, sz, "%.*s%s%s", (int)(p - tmpl), tmpl, ext, p + 5);
+}
+
+void b2b_trunk_uri(const struct call *c, const char *number, char *out, size_t sz)
+{
+	const char *uri = c->conf->ntrunks ? c->conf->trunks[0].uri : "";
+	const char *host = strchr(uri, '@');
+
+	host = host ? host + 1 : uri + (strncasecmp(uri, "sips:", 5) ? 4 : 5);
+	snprintf(out, sz, "sip:%s@%s", number, host);
+}
+
+struct busy_ctx {
+	const char *ext;
+	const struct call *self;
+	bool busy;
+};
+
+static int busy_cb(const char *key, void *val, void *arg)
+{
+	struct busy_ctx *x = arg;
+	const struct call *c = val;
+
+	(void)key;
+	if (c == x->self || c->ending)
+		return 0;
+	if (c->winner && !strcmp(c->winner->agent, x->ext))
+		x->busy = true;
+	return x->busy;
+}
+
+bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self)
+{
+	struct busy_ctx x = { ext, self, false };
+
+	hmap_apply(b->calls, busy_cb, &x);
+	return x.busy;
+}
+
+static void reply_in(struct call *c, int status, const char *phrase,
+		     tag_type_t tag, tag_value_t value)
+{
+	if (c->in_irq && nta_incoming_status(c->in_irq) < 200)
+		sipd_reply(c->b2b->sipd, c->in_irq, status, phrase, tag, value, TAG_END());
+}
+
+/* ---- the caller's leg ------------------------------------------------------------ */
+
+void b2b_call_ringing(struct call *c, struct leg *l)
+{
+	if (!l->ringing && *l->agent) {
+		l->ringing = true;
+		if (!*c->first_agent)
+			snprintf(c->first_agent, sizeof(c->first_agent), "%s", l->agent);
+	}
+	if (c->sent_180 || c->state >= CALL_ANSWERED)
+		return;
+	/* no SDP: the caller's media stays on our relay (greeting, ringback) */
+	c->sent_180 = true;
+	sipd_reply(c->b2b->sipd, c->in_irq, SIP_180_RINGING, TAG_END());
+}
+
+void b2b_call_answered(struct call *c, struct leg *l)
+{
+	const char *contact = NULL;
+	const sip_contact_t *m = nta_agent_contact(sipd_agent(c->b2b->sipd));
+	char cbuf[256];
+
+	if (m && url_e(cbuf, sizeof(cbuf), m->m_url) > 0)
+		contact = cbuf;
+	c->state = CALL_ANSWERED;
+	c->answered_ms = clk_wall_ms();
+	if (*l->agent) {
+		if (!*c->first_agent)
+			snprintf(c->first_agent, sizeof(c->first_agent), "%s", l->agent);
+		snprintf(c->last_agent, sizeof(c->last_agent), "%s", l->agent);
+	}
+	b2b_cancel_others(c);
+	su_timer_destroy(c->tmr_fork);
+	c->tmr_fork = NULL;
+	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
+	sipd_reply(c->b2b->sipd, c->in_irq, SIP_200_OK,
+		   TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
+		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
+		   SIPTAG_PAYLOAD_STR(c->in_answer), TAG_END());
+	log_info("call %s answered by %s", c->id, l->uri);
+}
+
+void b2b_call_failed(struct call *c, int status, const char *phrase)
+{
+	if (status < 300 || status > 699)
+		status = 480;
+	reply_in(c, status, phrase && *phrase ? phrase : NULL, TAG_NULL());
+	b2b_call_end(c, status == 486 || status == 600 ? "busy" :
+		     status == 487 ? "cancelled" :
+		     c->first_agent[0] || status == 480 || status == 408 ? "missed" :
+		     "failed");
+}
+
+void b2b_call_redirect(struct call *c)
+{
+	char contacts[2048] = "", uri[ROUTE_URI_MAX + 64];
+	size_t off = 0;
+
+	for (size_t i = 0; i < c->plan.forks[0].ntargets; i++) {
+		const struct route_target *t = &c->plan.forks[0].targets[i];
+		const struct reg_contact *rc = NULL;
+
+		if (t->kind == ROUTE_TARGET_AGENT)
+			rc = reg_contacts(c->b2b->reg, t->ext);
+		for (; rc; rc = rc->next)
+			off += (size_t)snprintf(contacts + off, sizeof(contacts) - off,
+						"%s<%s>;q=%u.%03u", off ? ", " : "", rc->uri,
+						t->q1000 / 1000, t->q1000 % 1000);
+		if (t->kind == ROUTE_TARGET_AGENT && !reg_contacts(c->b2b->reg, t->ext))
+			b2b_expand_ext(c->conf->pbx.extension_uri, t->ext, uri, sizeof(uri));
+		else if (t->kind == ROUTE_TARGET_URI)
+			snprintf(uri, sizeof(uri), "%s", t->uri);
+		else
+			continue;
+		off += (size_t)snprintf(contacts + off, sizeof(contacts) - off,
+					"%s<%s>;q=%u.%03u", off ? ", " : "", uri,
+					t->q1000 / 1000, t->q1000 % 1000);
+		if (off >= sizeof(contacts))
+			break;
+	}
+	reply_in(c, SIP_302_MOVED_TEMPORARILY, SIPTAG_CONTACT_STR(contacts));
+	b2b_call_end(c, "redirected");
+}
+
+static int in_cancel(nta_incoming_magic_t *magic, nta_incoming_t *irq,
+		     const sip_t *sip)
+{
+	struct call *c = (struct call *)magic;
+
+	if (!sip || sip->sip_request->rq_method != sip_method_cancel)
+		return 0;
+	if (c->state >= CALL_ANSWERED || c->ending)
+		return 0;
+	log_info("call %s: caller cancelled", c->id);
+	reply_in(c, SIP_487_REQUEST_TERMINATED, TAG_NULL());
+	b2b_call_end(c, *c->first_agent ? "missed" : "cancelled");
+	return 0;
+}
+
+/* A BYE from one side ends both; other in-dialog requests get a plain answer. */
+int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
+		  const sip_t *sip)
+{
+	sip_method_t m = sip->sip_request->rq_method;
+
+	sipd_count_request(sip);
+	if (m == sip_method_ack)
+		return 0;
+	if (m == sip_method_cancel) {
+		/* a CANCEL that matched no INVITE transaction (RFC 3261 §9.2) */
+		sipd_reply(c->b2b->sipd, irq, SIP_481_NO_TRANSACTION, TAG_END());
+		return 481;
+	}
+	if (m == sip_method_bye) {
+		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
+		if (l == NULL && c->winner)
+			b2b_send_bye(c, c->winner->dlg);
+		else if (l != NULL && l == c->winner && c->in_dlg)
+			b2b_send_bye(c, c->in_dlg);
+		if (l && l->dlg) {
+			nta_leg_destroy(l->dlg);
+			l->dlg = NULL;
+		}
+		if (!l && c->in_dlg) {
+			nta_leg_destroy(c->in_dlg);
+			c->in_dlg = NULL;
+		}
+		b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "cancelled");
+		return 200;
+	}
+	if (m == sip_method_options || m == sip_method_info ||
+	    m == sip_method_update || m == sip_method_invite) {
+		/* re-INVITE/UPDATE keep the session as it is: relay is symmetric */
+		if (m == sip_method_invite || m == sip_method_update) {
+			sipd_reply(c->b2b->sipd, irq, SIP_200_OK,
+				   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
+				   SIPTAG_PAYLOAD_STR(l ? c->in_answer : c->in_answer),
+				   TAG_END());
+			return 200;
+		}
+		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
+		return 200;
+	}
+	sipd_reply(c->b2b->sipd, irq, SIP_405_METHOD_NOT_ALLOWED, TAG_END());
+	return 405;
+}
+
+static int in_request(nta_leg_magic_t *magic, nta_leg_t *dlg, nta_incoming_t *irq,
+		      const sip_t *sip)
+{
+	(void)dlg;
+	return b2b_in_dialog((struct call *)magic, NULL, irq, sip);
+}
+
+/* ---- the greeting clock and the lookup ------------------------------------------ */
+
+static void maybe_route(struct call *c)
+{
+	if (c->state == CALL_EARLY && c->lookup_done && c->greeting_min_done)
+		b2b_route(c);
+}
+
+static void on_lookup(const struct crm_result *r, void *arg)
+{
+	struct call *c = arg;
+
+	c->lookup = NULL;
+	c->lres = *r;
+	c->lookup_done = true;
+	su_timer_destroy(c->tmr_lookup);
+	c->tmr_lookup = NULL;
+	maybe_route(c);
+}
+
+static void on_lookup_deadline(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
+{
+	struct call *c = (struct call *)arg;
+
+	(void)m;
+	(void)t;
+	log_warn("call %s: CRM lookup over its deadline, routing as unknown", c->id);
+	c->lookup = crm_lookup_cancel(c->lookup);
+	memset(&c->lres, 0, sizeof(c->lres));
+	c->lres.status = CRM_FAILED;
+	c->lres.cause = "deadline";
+	c->lookup_done = true;
+	maybe_route(c);
+}
+
+static void on_greeting_min(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
+{
+	struct call *c = (struct call *)arg;
+
+	(void)m;
+	(void)t;
+	c->greeting_min_done = true;
+	maybe_route(c);
+}
+
+/* ---- a new INVITE ----------------------------------------------------------------- */
+
+static struct call *call_new(struct b2b *b, const sip_t *sip, enum route_direction dir)
+{
+	struct call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->b2b = b;
+	c->dir = dir;
+	c->conf = conf_ref(b->conf);
+	c->started_ms = clk_wall_ms();
+	c->ep_in = c->ep_out = MEDIA_EP_NONE;
+	if (RAND_bytes((unsigned char *)&c->sess_id, sizeof(c->sess_id)) != 1)
+		c->sess_id = (uint64_t)c->started_ms;
+	c->sess_id &= 0x7fffffffffffffffULL;
+	snprintf(c->from, sizeof(c->from), "%s",
+		 sip->sip_from->a_url->url_user ? sip->sip_from->a_url->url_user : "");
+	snprintf(c->from_name, sizeof(c->from_name), "%s",
+		 sip->sip_from->a_display ? sip->sip_from->a_display : "");
+	/* display names arrive quoted; keep the text only */
+	if (c->from_name[0] == '"') {
+		size_t n = strlen(c->from_name);
+
+		memmove(c->from_name, c->from_name + 1, n);
+		if (n >= 2 && c->from_name[n - 2] == '"')
+			c->from_name[n - 2] = '\0';
+	}
+	snprintf(c->to, sizeof(c->to), "%s",
+		 sip->sip_request->rq_url->url_user ? sip->sip_request->rq_url->url_user :
+		 sip->sip_to->a_url->url_user ? sip->sip_to->a_url->url_user : "");
+	snprintf(c->did, sizeof(c->did), "%s", dir == ROUTE_INBOUND ? c->to : "");
+	route_settings(c->conf, dir == ROUTE_INBOUND ? c->did : NULL, &c->set);
+	return c;
+}
+
+static int setup_dialog(struct call *c, nta_incoming_t *irq, const sip_t *sip)
+{
+	c->in_dlg = nta_leg_tcreate(sipd_agent(c->b2b->sipd), in_request,
+				    (nta_leg_magic_t *)c,
+				    SIPTAG_CALL_ID(sip->sip_call_id),
+				    SIPTAG_FROM(sip->sip_to),
+				    SIPTAG_TO(sip->sip_from),
+				    NTATAG_REMOTE_CSEQ(sip->sip_cseq->cs_seq),
+				    TAG_END());
+	if (!c->in_dlg || !nta_leg_tag(c->in_dlg, NULL))
+		return ENOMEM;
+	nta_leg_server_route(c->in_dlg, sip->sip_record_route, sip->sip_contact);
+	nta_incoming_tag(irq, nta_leg_get_tag(c->in_dlg));
+	nta_incoming_bind(irq, in_cancel, (nta_incoming_magic_t *)c);
+	c->in_irq = irq;
+	return 0;
+}
+
+/* Media for both sides and our answer to the caller's offer. 0 or a SIP status. */
+static int setup_media(struct call *c, const sip_t *sip)
+{
+	struct media_peer peer = { .te_pt = -1 };
+	int pt;
+
+	if (!sip->sip_payload)
+		return 488;     /* offerless INVITEs are not supported yet */
+	switch (msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
+			   c->conf->media.codecs, &c->in_sdp)) {
+	case 0: break;
+	case ENOTSUP: return 488;
+	default: return 400;
+	}
+	if (media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in) ||
+	    media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))
+		return 503;
+	memcpy(&peer.rtp, &c->in_sdp.rtp, sizeof(peer.rtp));
+	memcpy(&peer.rtcp, &c->in_sdp.rtcp, sizeof(peer.rtcp));
+	peer.codec = c->in_sdp.pt == 8 ? MEDIA_PCMA : MEDIA_PCMU;
+	peer.pt = c->in_sdp.pt;
+	peer.te_pt = c->in_sdp.te_pt;
+	peer.sendrecv = !c->in_sdp.hold;
+	media_ep_set_peer(c->b2b->media, c->ep_in, &peer);
+	pt = c->in_sdp.pt;
+	if (msdp_build(c->in_answer, sizeof(c->in_answer), c->conf->media.ip,
+		       c->port_in, &pt, 1, c->in_sdp.te_pt,
+		       msdp_answer_mode(c->in_sdp.mode), c->sess_id, 1) < 0)
+		return 500;
+	return 0;
+}
+
+static void start_early(struct call *c)
+{
+	struct media_prompt *greet = NULL;
+
+	if (*c->set.greeting)
+		greet = c->b2b->greeting;
+	sipd_reply(c->b2b->sipd, c->in_irq, SIP_183_SESSION_PROGRESS,
+		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
+		   SIPTAG_PAYLOAD_STR(c->in_answer), TAG_END());
+	media_ep_play(c->b2b->media, c->ep_in, greet,
+		      strcmp(c->set.ringback, "none") ? c->b2b->ringback : NULL);
+	c->state = CALL_EARLY;
+	c->greeting_min_done = c->set.greeting_min_ms <= 0;
+	if (!c->greeting_min_done)
+		su_timer_set_interval(c->tmr_greeting = su_timer_create(
+			su_root_task(c->b2b->root), 0), on_greeting_min, c,
+			(su_duration_t)c->set.greeting_min_ms);
+	c->tmr_lookup = su_timer_create(su_root_task(c->b2b->root), 0);
+	if (c->tmr_lookup)
+		su_timer_set_interval(c->tmr_lookup, on_lookup_deadline, c,
+				      (su_duration_t)c->set.lookup_timeout_ms);
+	if (crm_lookup(&c->lookup, c->b2b->crm, c->from, c->did, c->id, on_lookup, c)) {
+		c->lres.status = CRM_FAILED;
+		c->lookup_done = true;
+	}
+}
+
+static int inbound(struct b2b *b, nta_incoming_t *irq, const sip_t *sip)
+{
+	struct call *c = call_new(b, sip, ROUTE_INBOUND);
+	int status;
+
+	if (!c) {
+		sipd_reply(b->sipd, irq, SIP_503_SERVICE_UNAVAILABLE, TAG_END());
+		return 503;
+	}
+	do
+		b2b_new_id(c->id);
+	while (hmap_get(b->calls, c->id));
+	sipd_reply(b->sipd, irq, SIP_100_TRYING, TAG_END());
+	if (setup_dialog(c, irq, sip) || hmap_set(b->calls, c->id, c)) {
+		status = 500;
+	}
+	else {
+		metrics_gauge_add(b->m_active, 1);
+		status = setup_media(c, sip);
+	}
+	if (status) {
+		sipd_reply(b->sipd, irq, status, status == 503 ?
+			   "No media ports" : NULL, TAG_END());
+		c->in_irq = irq;
+		b2b_call_end(c, "failed");
+		return 0;
+	}
+	log_info("call %s: inbound from %s to %s", c->id, c->from, c->did);
+	if (c->set.mode == CONF_MODE_REDIRECT) {
+		c->state = CALL_EARLY;
+		c->greeting_min_done = true;
+		if (crm_lookup(&c->lookup, b->crm, c->from, c->did, c->id, on_lookup, c))
+			c->lookup_done = true;
+		maybe_route(c);
+		return 0;
+	}
+	start_early(c);
+	maybe_route(c);
+	return 0;
+}
+
+static int on_invite(void *arg, nta_incoming_t *irq, const sip_t *sip)
+{
+	struct b2b *b = arg;
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (sipd_source(irq, &ss, &len) == 0 &&
+	    conf_trunk_match(b->conf, (struct sockaddr *)&ss))
+		return inbound(b, irq, sip);
+	/* agents' own calls arrive with the call-control issue; nobody else
+	   may place a call, and a challenge tells phones to authenticate */
+	if (!reg_authenticate(b->reg, irq, sip, true))
+		return 0;
+	sipd_reply(b->sipd, irq, SIP_403_FORBIDDEN, TAG_END());
+	return 403;
+}
+
+/* ---- life cycle --------------------------------------------------------------------- */
+
+static int load_prompts(struct b2b *b, const struct conf *c)
+{
+	char err[256];
+	struct media_prompt *g = NULL, *r = NULL;
+
+	if (*c->media.greeting && media_prompt_load(&g, c->media.greeting, err,
+						    sizeof(err)))
+		log_warn("greeting %s: %s (no greeting will play)", c->media.greeting, err);
+	if (!strcmp(c->media.ringback, "tone"))
+		media_prompt_tone(&r);
+	else if (strcmp(c->media.ringback, "none") &&
+		 media_prompt_load(&r, c->media.ringback, err, sizeof(err)))
+		log_warn("ringback %s: %s (silence instead)", c->media.ringback, err);
+	media_prompt_deref(b->greeting);
+	media_prompt_deref(b->ringback);
+	b->greeting = g;
+	b->ringback = r;
+	return 0;
+}
+
+int b2b_alloc(struct b2b **bp, const struct b2b_deps *deps, const struct conf *conf)
+{
+	struct b2b *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return ENOMEM;
+	b->root = deps->root;
+	b->sipd = deps->sipd;
+	b->reg = deps->reg;
+	b->media = deps->media;
+	b->crm = deps->crm;
+	b->db = deps->db;
+	b->conf = conf_ref((struct conf *)conf);
+	b->server = *conf->sip.server ? strdup(conf->sip.server) : NULL;
+	if (hmap_alloc(&b->calls, 1024)) {
+		b2b_free(b);
+		return ENOMEM;
+	}
+	b->m_active = metrics_gauge("sipcrm_calls_active", "calls in progress", NULL);
+	load_prompts(b, conf);
+	sipd_handle(b->sipd, sip_method_invite, on_invite, b);
+	*bp = b;
+	return 0;
+}
+
+static int end_cb(const char *key, void *val, void *arg)
+{
+	struct call *c = val;
+
+	(void)key;
+	(void)arg;
+	if (c->state >= CALL_ANSWERED) {
+		if (c->winner)
+			b2b_send_bye(c, c->winner->dlg);
+		b2b_send_bye(c, c->in_dlg);
+	}
+	else {
+		reply_in(c, SIP_503_SERVICE_UNAVAILABLE, TAG_NULL());
+	}
+	b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "failed");
+	/* shutting down: nothing waits for the answers to BYE and CANCEL */
+	c->pending = 0;
+	b2b_call_maybe_free(c);
+	return 0;
+}
+
+struct b2b *b2b_free(struct b2b *b)
+{
+	if (!b)
+		return NULL;
+	if (b->sipd)
+		sipd_handle(b->sipd, sip_method_invite, NULL, NULL);
+	if (b->calls) {
+		hmap_apply(b->calls, end_cb, NULL);
+		hmap_free(b->calls);
+	}
+	media_prompt_deref(b->greeting);
+	media_prompt_deref(b->ringback);
+	conf_deref(b->conf);
+	free(b->server);
+	free(b);
+	return NULL;
+}
+
+void b2b_reload(struct b2b *b, const struct conf *conf)
+{
+	conf_deref(b->conf);
+	b->conf = conf_ref((struct conf *)conf);
+	free(b->server);
+	b->server = *conf->sip.server ? strdup(conf->sip.server) : NULL;
+	load_prompts(b, conf);
+}
+
+size_t b2b_active(const struct b2b *b)
+{
+	return hmap_count(b->calls);
+}

@@ -1,0 +1,126 @@
+/*
+ * b2b_int.h: the B2BUA's private structs, shared by b2b.c (branches,
+ * forks, call end), b2b_in.c (the caller's leg) and b2b_cdr.c (CDR, API).
+ */
+#ifndef SIPCRM_B2B_INT_H
+#define SIPCRM_B2B_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sofia-sip/nta.h>
+#include <sofia-sip/sip.h>
+
+#include "crm/crm.h"
+#include "media/media.h"
+#include "routing/route.h"
+#include "sip/msdp.h"
+
+struct b2b {
+	su_root_t *root;
+	struct sipd *sipd;
+	struct reg *reg;
+	struct media *media;
+	struct crm *crm;
+	struct db *db;
+	struct conf *conf;
+	struct hmap *calls;             /* id -> struct call */
+	char *server;
+	struct media_prompt *greeting;  /* [media] greeting, NULL: none */
+	struct media_prompt *ringback;  /* tone or file, NULL: none */
+	struct hmap *did_greetings;     /* path -> prompt, DID overrides */
+	struct metric *m_active;
+	struct metric *m_calls[6];      /* by disposition */
+};
+
+enum call_state {
+	CALL_INIT,
+	CALL_EARLY,             /* 183 sent, greeting playing, CRM asked */
+	CALL_ROUTING,           /* forks ringing */
+	CALL_ANSWERED,
+	CALL_ENDED,
+};
+
+struct leg {
+	struct leg *next;
+	struct call *call;
+	nta_leg_t *dlg;
+	nta_outgoing_t *orq;
+	size_t fork;
+	unsigned idx;
+	char uri[320];
+	char agent[33];
+	char route[128];                /* NAT: where the contact registered from */
+	int status;
+	bool cancelled;
+	bool ringing;
+	bool pending_final;
+	int64_t started_ms, answered_ms, ended_ms;
+};
+
+struct call {
+	struct b2b *b2b;
+	char id[40];
+	enum route_direction dir;
+	enum call_state state;
+	char from[64], from_name[64], to[64], did[64];
+	struct conf *conf;
+	struct route_settings set;
+	struct route_plan plan;
+	size_t fork;
+	bool fork_started;
+
+	nta_leg_t *in_dlg;
+	nta_incoming_t *in_irq;
+	struct msdp_info in_sdp;
+	char in_answer[1024];
+	uint64_t sess_id;
+
+	media_ep_t ep_in, ep_out;
+	uint16_t port_in, port_out;
+
+	struct leg *legs;
+	unsigned nlegs;
+	struct leg *winner;
+
+	struct crm_lookup *lookup;
+	struct crm_result lres;
+	bool lookup_done;
+	bool greeting_min_done;
+	bool sent_180;
+
+	su_timer_t *tmr_fork, *tmr_greeting, *tmr_lookup;
+	int64_t started_ms, answered_ms, ended_ms;
+
+	int best_status;
+	char best_phrase[64];
+	char disposition[12];
+	char first_agent[33], last_agent[33];
+	int pending;                    /* transactions that keep it alive */
+	bool ending;
+	bool in_callback;
+};
+
+/* b2b.c */
+void b2b_new_id(char id[40]);
+void b2b_route(struct call *c);
+void b2b_call_end(struct call *c, const char *disposition);
+void b2b_send_bye(struct call *c, nta_leg_t *dlg);
+void b2b_cancel_others(struct call *c);
+void b2b_call_maybe_free(struct call *c);
+void b2b_leg_final_after_end(struct leg *l);
+
+/* b2b_in.c */
+void b2b_call_ringing(struct call *c, struct leg *l);
+void b2b_call_answered(struct call *c, struct leg *l);
+void b2b_call_failed(struct call *c, int status, const char *phrase);
+void b2b_call_redirect(struct call *c);
+int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
+		  const sip_t *sip);
+void b2b_trunk_uri(const struct call *c, const char *number, char *out, size_t sz);
+void b2b_expand_ext(const char *tmpl, const char *ext, char *out, size_t sz);
+bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self);
+
+/* b2b_cdr.c */
+void b2b_cdr_write(struct call *c);
+
+#endif
