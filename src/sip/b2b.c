@@ -221,31 +221,33 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 		     nta_outgoing_status(orq);
 
 	if (status < 200) {
-		if (status == 180 || status == 183)
+		if ((status == 180 || status == 183) && !c->ending)
 			b2b_call_ringing(c, l);
 		return 0;
 	}
 	l->status = status;
-	if (status < 300) {
-		nta_outgoing_destroy(orq);
-		l->orq = NULL;
-		leg_answered(l, sip);
-		return 0;
-	}
-	l->ended_ms = clk_wall_ms();
 	nta_outgoing_destroy(orq);
 	l->orq = NULL;
-	if (l->dlg) {
-		nta_leg_destroy(l->dlg);
-		l->dlg = NULL;
+	c->in_callback = true;
+	if (status < 300) {
+		leg_answered(l, sip);
 	}
-	log_info("call %s: branch %s answered %d", c->id, l->uri, status);
-	if (!l->cancelled)
-		note_failure(c, status, sip && sip->sip_status ?
-			     sip->sip_status->st_phrase : NULL);
-	if (c->state < CALL_ANSWERED && !c->ending && l->fork == c->fork &&
-	    fork_settled(c))
-		fork_next(c);
+	else {
+		l->ended_ms = clk_wall_ms();
+		log_info("call %s: branch %s answered %d", c->id, l->uri, status);
+		if (!l->cancelled)
+			note_failure(c, status, sip && sip->sip_status ?
+				     sip->sip_status->st_phrase : NULL);
+		if (c->state < CALL_ANSWERED && !c->ending && l->fork == c->fork &&
+		    fork_settled(c))
+			fork_next(c);
+	}
+	c->in_callback = false;
+	/* a call that ended while this branch rang was waiting for this answer */
+	if (l->pending_final)
+		b2b_leg_final_after_end(l);
+	else
+		call_maybe_free(c);
 	return 0;
 }
 
@@ -423,10 +425,12 @@ void b2b_route(struct call *c)
 
 /* ---- end and free ------------------------------------------------------------- */
 
-static void call_maybe_free(struct call *c)
+static void call_free(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 {
-	if (!c->ending || c->pending > 0 || c->in_callback)
-		return;
+	struct call *c = (struct call *)arg;
+
+	(void)m;
+	(void)t;
 	hmap_del(c->b2b->calls, c->id);
 	while (c->legs) {
 		struct leg *l = c->legs;
@@ -439,8 +443,30 @@ static void call_maybe_free(struct call *c)
 		nta_leg_destroy(c->in_dlg);
 	if (c->in_irq)
 		nta_incoming_destroy(c->in_irq);
+	su_timer_destroy(c->tmr_free);
 	conf_deref(c->conf);
 	free(c);
+}
+
+/*
+ * Frees on the next loop turn, never inside an nta callback: a callback
+ * may belong to one of the legs or transactions that the free destroys.
+ */
+static void call_maybe_free(struct call *c)
+{
+	if (!c->ending || c->pending > 0 || c->in_callback || c->tmr_free)
+		return;
+	c->tmr_free = su_timer_create(su_root_task(c->b2b->root), 0);
+	if (!c->tmr_free || su_timer_set_interval(c->tmr_free, call_free, c, 0))
+		log_err("call %s: cannot schedule its release", c->id);
+}
+
+/* At shutdown there is no next turn: free now. */
+void b2b_call_free_now(struct call *c)
+{
+	su_timer_destroy(c->tmr_free);
+	c->tmr_free = NULL;
+	call_free(NULL, NULL, (su_timer_arg_t *)c);
 }
 
 static void call_end(struct call *c, const char *disposition)

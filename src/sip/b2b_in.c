@@ -203,14 +203,6 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 			b2b_send_bye(c, c->winner->dlg);
 		else if (l != NULL && l == c->winner && c->in_dlg)
 			b2b_send_bye(c, c->in_dlg);
-		if (l && l->dlg) {
-			nta_leg_destroy(l->dlg);
-			l->dlg = NULL;
-		}
-		if (!l && c->in_dlg) {
-			nta_leg_destroy(c->in_dlg);
-			c->in_dlg = NULL;
-		}
 		b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "cancelled");
 		return 200;
 	}
@@ -515,10 +507,10 @@ static int end_cb(const char *key, void *val, void *arg)
 	else {
 		reply_in(c, SIP_503_SERVICE_UNAVAILABLE, TAG_NULL());
 	}
+	c->in_callback = true;  /* keep it while we still touch it */
 	b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "failed");
 	/* shutting down: nothing waits for the answers to BYE and CANCEL */
-	c->pending = 0;
-	b2b_call_maybe_free(c);
+	b2b_call_free_now(c);
 	return 0;
 }
 

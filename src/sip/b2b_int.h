@@ -88,7 +88,7 @@ struct call {
 	bool greeting_min_done;
 	bool sent_180;
 
-	su_timer_t *tmr_fork, *tmr_greeting, *tmr_lookup;
+	su_timer_t *tmr_fork, *tmr_greeting, *tmr_lookup, *tmr_free;
 	int64_t started_ms, answered_ms, ended_ms;
 
 	int best_status;
@@ -107,6 +107,7 @@ void b2b_call_end(struct call *c, const char *disposition);
 void b2b_send_bye(struct call *c, nta_leg_t *dlg);
 void b2b_cancel_others(struct call *c);
 void b2b_call_maybe_free(struct call *c);
+void b2b_call_free_now(struct call *c);
 void b2b_leg_final_after_end(struct leg *l);
 
 /* b2b_in.c */
