@@ -107,12 +107,13 @@ class SipClient:
         return None
 
     def register(self, user, password, domain, expires=300, contact_user=None,
-                 alg=None, realm=None, extra=None, nc=1, to_user=None, timeout=2.0):
+                 alg=None, realm=None, extra=None, nc=1, to_user=None, timeout=2.0,
+                 contact=None):
         """REGISTER with digest. alg: None answers the first challenge the
         server offers, "MD5" or "SHA-256" picks that one. Returns
         (final response, challenge dict or None)."""
         uri = "sip:%s" % domain
-        contact = "<sip:%s@%s:%d>" % (contact_user or user, self.ip, self.port)
+        contact = contact or "<sip:%s@%s:%d>" % (contact_user or user, self.ip, self.port)
         base = ["From: <sip:%s@%s>;tag=%s" % (user, domain, self.tag),
                 "To: <sip:%s@%s>" % (to_user or user, domain),
                 "Contact: %s" % contact,
