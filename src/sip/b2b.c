@@ -58,28 +58,27 @@ void b2b_new_id(char id[40])
 	id[32] = '\0';
 }
 
-static const char *contact_str(struct call *c)
+const char *b2b_contact(const struct call *c, char *buf, size_t sz)
 {
 	const sip_contact_t *m = nta_agent_contact(sipd_agent(c->b2b->sipd));
-	static char buf[256];
-	issize_t n;
+	issize_t n = m ? url_e(buf, sz, m->m_url) : -1;
 
-	n = m ? url_e(buf, sizeof(buf), m->m_url) : -1;
-	if (n <= 0 || (size_t)n >= sizeof(buf))
+	if (n <= 0 || (size_t)n >= sz)
 		return NULL;
 	buf[n] = '\0';
 	return buf;
 }
 
-static void arm(su_timer_t **t, struct b2b *b, int64_t ms, su_timer_f f, void *arg)
+void b2b_timer_arm(su_timer_t **t, struct b2b *b, int64_t ms, su_timer_f f,
+		   void *arg)
 {
 	if (!*t)
 		*t = su_timer_create(su_root_task(b->root), 0);
-	if (*t)
-		su_timer_set_interval(*t, f, arg, (su_duration_t)(ms > 0 ? ms : 0));
+	if (!*t || su_timer_set_interval(*t, f, arg, (su_duration_t)(ms > 0 ? ms : 0)))
+		log_err("cannot arm a call timer");
 }
 
-static void disarm(su_timer_t **t)
+void b2b_timer_disarm(su_timer_t **t)
 {
 	su_timer_destroy(*t);
 	*t = NULL;
@@ -263,7 +262,8 @@ static int leg_request(nta_leg_magic_t *magic, nta_leg_t *dlg,
 static int leg_invite(struct call *c, struct leg *l)
 {
 	char from[256], to[400], sdp[1024], xid[64];
-	const char *contact = contact_str(c);
+	char cbuf[256];
+	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
 	int pts[2], npts = 0;
 	url_string_t *route = *l->route ? URL_STRING_MAKE(l->route) : NULL;
 
@@ -365,12 +365,12 @@ static void fork_start(struct call *c)
 		return;
 	}
 	if (f->timeout_ms > 0)
-		arm(&c->tmr_fork, c->b2b, f->timeout_ms, on_fork_timeout, c);
+		b2b_timer_arm(&c->tmr_fork, c->b2b, f->timeout_ms, on_fork_timeout, c);
 }
 
 static void fork_next(struct call *c)
 {
-	disarm(&c->tmr_fork);
+	b2b_timer_disarm(&c->tmr_fork);
 	if (c->state >= CALL_ANSWERED || c->ending)
 		return;
 	if (c->fork_started)
@@ -443,7 +443,7 @@ static void call_free(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 		nta_leg_destroy(c->in_dlg);
 	if (c->in_irq)
 		nta_incoming_destroy(c->in_irq);
-	su_timer_destroy(c->tmr_free);
+	b2b_timer_disarm(&c->tmr_free);
 	conf_deref(c->conf);
 	free(c);
 }
@@ -456,16 +456,13 @@ static void call_maybe_free(struct call *c)
 {
 	if (!c->ending || c->pending > 0 || c->in_callback || c->tmr_free)
 		return;
-	c->tmr_free = su_timer_create(su_root_task(c->b2b->root), 0);
-	if (!c->tmr_free || su_timer_set_interval(c->tmr_free, call_free, c, 0))
-		log_err("call %s: cannot schedule its release", c->id);
+	b2b_timer_arm(&c->tmr_free, c->b2b, 0, call_free, c);
 }
 
 /* At shutdown there is no next turn: free now. */
 void b2b_call_free_now(struct call *c)
 {
-	su_timer_destroy(c->tmr_free);
-	c->tmr_free = NULL;
+	b2b_timer_disarm(&c->tmr_free);
 	call_free(NULL, NULL, (su_timer_arg_t *)c);
 }
 
@@ -477,9 +474,9 @@ static void call_end(struct call *c, const char *disposition)
 	c->state = CALL_ENDED;
 	c->ended_ms = clk_wall_ms();
 	snprintf(c->disposition, sizeof(c->disposition), "%s", disposition);
-	disarm(&c->tmr_fork);
-	disarm(&c->tmr_greeting);
-	disarm(&c->tmr_lookup);
+	b2b_timer_disarm(&c->tmr_fork);
+	b2b_timer_disarm(&c->tmr_greeting);
+	b2b_timer_disarm(&c->tmr_lookup);
 	c->lookup = crm_lookup_cancel(c->lookup);
 	cancel_fork_legs(c, 0, true);
 	media_ep_free(c->b2b->media, c->ep_in);

@@ -102,12 +102,9 @@ void b2b_call_ringing(struct call *c, struct leg *l)
 
 void b2b_call_answered(struct call *c, struct leg *l)
 {
-	const char *contact = NULL;
-	const sip_contact_t *m = nta_agent_contact(sipd_agent(c->b2b->sipd));
 	char cbuf[256];
+	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
 
-	if (m && url_e(cbuf, sizeof(cbuf), m->m_url) > 0)
-		contact = cbuf;
 	c->state = CALL_ANSWERED;
 	c->answered_ms = clk_wall_ms();
 	if (*l->agent) {
@@ -116,8 +113,7 @@ void b2b_call_answered(struct call *c, struct leg *l)
 		snprintf(c->last_agent, sizeof(c->last_agent), "%s", l->agent);
 	}
 	b2b_cancel_others(c);
-	su_timer_destroy(c->tmr_fork);
-	c->tmr_fork = NULL;
+	b2b_timer_disarm(&c->tmr_fork);
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
 	sipd_reply(c->b2b->sipd, c->in_irq, SIP_200_OK,
 		   TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
@@ -245,8 +241,7 @@ static void on_lookup(const struct crm_result *r, void *arg)
 	c->lookup = NULL;
 	c->lres = *r;
 	c->lookup_done = true;
-	su_timer_destroy(c->tmr_lookup);
-	c->tmr_lookup = NULL;
+	b2b_timer_disarm(&c->tmr_lookup);
 	maybe_route(c);
 }
 
@@ -375,13 +370,10 @@ static void start_early(struct call *c)
 	c->state = CALL_EARLY;
 	c->greeting_min_done = c->set.greeting_min_ms <= 0;
 	if (!c->greeting_min_done)
-		su_timer_set_interval(c->tmr_greeting = su_timer_create(
-			su_root_task(c->b2b->root), 0), on_greeting_min, c,
-			(su_duration_t)c->set.greeting_min_ms);
-	c->tmr_lookup = su_timer_create(su_root_task(c->b2b->root), 0);
-	if (c->tmr_lookup)
-		su_timer_set_interval(c->tmr_lookup, on_lookup_deadline, c,
-				      (su_duration_t)c->set.lookup_timeout_ms);
+		b2b_timer_arm(&c->tmr_greeting, c->b2b, c->set.greeting_min_ms,
+			      on_greeting_min, c);
+	b2b_timer_arm(&c->tmr_lookup, c->b2b, c->set.lookup_timeout_ms,
+		      on_lookup_deadline, c);
 	if (crm_lookup(&c->lookup, c->b2b->crm, c->from, c->did, c->id, on_lookup, c)) {
 		c->lres.status = CRM_FAILED;
 		c->lookup_done = true;

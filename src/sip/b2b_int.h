@@ -101,6 +101,10 @@ struct call {
 };
 
 /* b2b.c */
+const char *b2b_contact(const struct call *c, char *buf, size_t sz);
+void b2b_timer_arm(su_timer_t **t, struct b2b *b, int64_t ms, su_timer_f f,
+		   void *arg);
+void b2b_timer_disarm(su_timer_t **t);
 void b2b_new_id(char id[40]);
 void b2b_route(struct call *c);
 void b2b_call_end(struct call *c, const char *disposition);

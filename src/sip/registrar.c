@@ -303,12 +303,13 @@ static void auth_failed(struct reg *r, nta_incoming_t *irq, const char *user,
 		safe[i] = isprint((unsigned char)user[i]) && user[i] != '"' ?
 			  user[i] : '?';
 	safe[i] = '\0';
-	sipd_source_str(irq, ip, sizeof(ip));
+	if (sipd_source(irq, &ss, &len))
+		memset(&ss, 0, sizeof(ss));
+	sipd_addr_str(&ss, ip, sizeof(ip));
 	log_warn("auth failed for \"%s\" from %s", safe, ip);
 	log_debug("auth failure cause: %s", digest_result_str(res));
 	metrics_inc(m.auth_fail);
-	if (sipd_source(irq, &ss, &len) == 0 &&
-	    ban_failure(r->ban, (struct sockaddr *)&ss, clk_mono_ms())) {
+	if (ss.ss_family && ban_failure(r->ban, (struct sockaddr *)&ss, clk_mono_ms())) {
 		log_warn("banned %s for %lld s after repeated authentication "
 			 "failures", ip, (long long)(r->conf->sip.ban_time_ms / 1000));
 		metrics_inc(m.bans);
@@ -365,25 +366,25 @@ const char *reg_authenticate(struct reg *r, nta_incoming_t *irq,
 static bool is_myself(const struct reg *r, const url_t *uri)
 {
 	const char *host = uri->url_host;
+	char h[64];
+	size_t n;
 
 	if (!host)
 		return false;
 	if (!strcasecmp(host, r->conf->sip.domain))
 		return true;
+	/* "[::1]" in a URI is "::1" in the config */
+	n = strlen(host);
+	if (host[0] == '[' && n > 2 && n - 2 < sizeof(h)) {
+		memcpy(h, host + 1, n - 2);
+		h[n - 2] = '\0';
+		host = h;
+	}
 	for (size_t i = 0; i < r->conf->sip.nlisten; i++) {
 		const char *lh = r->conf->sip.listen[i].host;
-		char h[64];
-		size_t n = strlen(host);
 
-		/* "[::1]" in a URI is "::1" in the config */
-		if (host[0] == '[' && n > 2 && n - 2 < sizeof(h)) {
-			memcpy(h, host + 1, n - 2);
-			h[n - 2] = '\0';
-			host = h;
-		}
 		if (!strcmp(lh, host) || !strcmp(lh, "0.0.0.0") || !strcmp(lh, "::"))
 			return true;
-		host = uri->url_host;
 	}
 	return false;
 }
@@ -400,7 +401,7 @@ static char *received_uri(nta_incoming_t *irq, const sip_t *sip)
 
 	if (sipd_source(irq, &ss, &len))
 		return NULL;
-	sipd_source_str(irq, ip, sizeof(ip));
+	sipd_addr_str(&ss, ip, sizeof(ip));
 	port = ntohs(ss.ss_family == AF_INET6 ?
 		     ((struct sockaddr_in6 *)&ss)->sin6_port :
 		     ((struct sockaddr_in *)&ss)->sin_port);

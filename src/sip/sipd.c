@@ -121,16 +121,12 @@ int sipd_source(nta_incoming_t *irq, struct sockaddr_storage *ss,
 	return err;
 }
 
-const char *sipd_source_str(nta_incoming_t *irq, char *buf, size_t sz)
+const char *sipd_addr_str(const struct sockaddr_storage *ss, char *buf, size_t sz)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
 	const void *a;
 
-	if (sipd_source(irq, &ss, &len))
-		return "?";
-	if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const void *)&ss;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)ss;
 
 		a = &in6->sin6_addr;
 		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
@@ -138,9 +134,17 @@ const char *sipd_source_str(nta_incoming_t *irq, char *buf, size_t sz)
 					 (socklen_t)sz) ? buf : "?";
 	}
 	else {
-		a = &((const struct sockaddr_in *)(const void *)&ss)->sin_addr;
+		a = &((const struct sockaddr_in *)(const void *)ss)->sin_addr;
 	}
-	return inet_ntop(ss.ss_family, a, buf, (socklen_t)sz) ? buf : "?";
+	return inet_ntop(ss->ss_family, a, buf, (socklen_t)sz) ? buf : "?";
+}
+
+const char *sipd_source_str(nta_incoming_t *irq, char *buf, size_t sz)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	return sipd_source(irq, &ss, &len) ? "?" : sipd_addr_str(&ss, buf, sz);
 }
 
 static int answer_options(struct sipd *s, nta_incoming_t *irq)

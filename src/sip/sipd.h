@@ -56,6 +56,8 @@ int sipd_reply(struct sipd *s, nta_incoming_t *irq, int status,
 /* The source address of a received request; 0 or EINVAL. */
 int sipd_source(nta_incoming_t *irq, struct sockaddr_storage *ss,
 		socklen_t *lenp);
+/* An address as text (no port; v4-mapped shown as IPv4). */
+const char *sipd_addr_str(const struct sockaddr_storage *ss, char *buf, size_t sz);
 /* The source address as text (no port), for logs. */
 const char *sipd_source_str(nta_incoming_t *irq, char *buf, size_t sz);
 
