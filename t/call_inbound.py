@@ -4,6 +4,7 @@ gets 183 and greeting RTP, then the fallback PBX rings and answers; BYE
 from either side; caller CANCEL while the PBX rings; no unauthenticated
 path from a non-trunk source; port exhaustion gives 503; CDR rows."""
 import os
+import re
 import socket
 import struct
 import sys
@@ -42,12 +43,13 @@ class RtpSink(threading.Thread):
         self.sock.close()
 
 
-def start_uas(d, scenario, port, delay_ms=200, calls=1):
-    wd = os.path.join(d.dir, "uas-%d" % port)
+def start_uas(d, scenario, port, delay_ms=200, calls=1, wd=None):
+    wd = wd or os.path.join(d.dir, "uas-%d" % port)
     os.makedirs(wd, exist_ok=True)
     return spawn(["sipp", "-sf", os.path.join(SCENARIOS, scenario), "-i", "127.0.0.1",
                   "-p", str(port), "-m", str(calls), "-nostdin", "-d", str(delay_ms),
-                  "-mp", str(free_port()), "-timeout", "40s", "-timeout_error", "-trace_err"],
+                  "-mp", str(free_port()), "-timeout", "40s", "-timeout_error", "-trace_err",
+                  "-trace_msg"],
                  cwd=wd, stdout=open(os.path.join(wd, "out"), "w"), stderr=subprocess_stdout())
 
 
@@ -132,6 +134,20 @@ t.eq(rc, 0, "BYE from the PBX reaches the caller") or t.diag(out[-1500:])
 t.eq(wait_proc(uas), 0, "the PBX's BYE was answered")
 sink.join()
 
+# --- 2b. a re-INVITE from the PBX is answered with its own relay port ---------------
+wd = os.path.join(d.dir, "reinvite")
+uas = start_uas(d, "pbx_uas_reinvite.xml", pbx_port, delay_ms=300, wd=wd)
+time.sleep(0.3)
+rc, out = trunk_call(d, "trunk_uac.xml", free_port(), 1500)
+t.eq(rc, 0, "call with a mid-call re-INVITE from the PBX completes") or t.diag(out[-1500:])
+t.eq(wait_proc(uas), 0, "the PBX's re-INVITE got 200")
+trace = "".join(open(os.path.join(wd, f), errors="replace").read()
+                for f in os.listdir(wd) if f.endswith("_messages.log"))
+ports = re.findall(r"m=audio (\d+)", trace)
+# in the trace: our INVITE, the PBX's 200, the PBX's re-INVITE, our 200
+t.ok(len(ports) >= 4 and ports[3] == ports[0],
+     "the re-INVITE's 200 offers the relay port the PBX was first given", ports)
+
 # --- 3. caller CANCEL while the PBX rings --------------------------------------------
 uas = start_uas(d, "pbx_uas_cancel.xml", pbx_port)
 time.sleep(0.3)
@@ -151,7 +167,7 @@ r = c.request("INVITE", "sip:+442071234567@127.0.0.1:%d" % d.sip_port,
 t.ok(r is not None and r.status in (401, 403, 407), "unauthenticated INVITE from a non-trunk source is refused",
      r and r.raw)
 c.close()
-t.eq(len(cdr(d)), 3, "the refused INVITE created no call")
+t.eq(len(cdr(d)), 4, "the refused INVITE created no call")
 
 # --- 5. CDR via API and metrics ----------------------------------------------------------
 st, calls = d.http("GET", "/api/v1/calls")
@@ -167,7 +183,6 @@ d2 = Daemon(t)
 conf = d2.base_conf().replace("greeting =\n", "greeting = %s/conf/sounds/greeting.wav\n"
                               % os.environ.get("top_srcdir", "."))
 lo = free_port() & ~1
-import re
 conf = re.sub(r"rtp_ports = \d+-\d+", "rtp_ports = %d-%d" % (lo, lo + 7), conf)
 pbx2 = free_port()
 d2.write_conf(conf + "[routing]\nfallback = sip:pbx@127.0.0.1:%d\ngreeting_min = 5s\n"

@@ -261,7 +261,7 @@ static int leg_request(nta_leg_magic_t *magic, nta_leg_t *dlg,
 /* Sends the INVITE of one branch. Returns 0 or an errno value. */
 static int leg_invite(struct call *c, struct leg *l)
 {
-	char from[256], to[400], sdp[1024], xid[64];
+	char from[256], to[400], xid[64];
 	char cbuf[256];
 	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
 	int pts[2], npts = 0;
@@ -269,8 +269,11 @@ static int leg_invite(struct call *c, struct leg *l)
 
 	for (size_t i = 0; i < c->conf->media.ncodecs; i++)
 		pts[npts++] = c->conf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
-	if (msdp_build(sdp, sizeof(sdp), c->conf->media.ip, c->port_out, pts,
-		       (size_t)npts, 101, MSDP_SENDRECV, c->sess_id, 1) < 0)
+	/* every branch is offered the same relay port: build the SDP once */
+	if (!*c->out_offer &&
+	    msdp_build(c->out_offer, sizeof(c->out_offer), c->conf->media.ip,
+		       c->port_out, pts, (size_t)npts, 101, MSDP_SENDRECV,
+		       c->sess_id, 1) < 0)
 		return EINVAL;
 	snprintf(from, sizeof(from), "%s%s%s<sip:%s@%s>", *c->from_name ? "\"" : "",
 		 c->from_name, *c->from_name ? "\" " : "", *c->from ? c->from : "anonymous",
@@ -286,7 +289,7 @@ static int leg_invite(struct call *c, struct leg *l)
 				      route, SIP_METHOD_INVITE, URL_STRING_MAKE(l->uri),
 				      TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
 				      SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-				      SIPTAG_PAYLOAD_STR(sdp),
+				      SIPTAG_PAYLOAD_STR(c->out_offer),
 				      SIPTAG_HEADER_STR(xid),
 				      TAG_IF(c->b2b->server, SIPTAG_USER_AGENT_STR(c->b2b->server)),
 				      TAG_END());

@@ -204,11 +204,12 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 	}
 	if (m == sip_method_options || m == sip_method_info ||
 	    m == sip_method_update || m == sip_method_invite) {
-		/* re-INVITE/UPDATE keep the session as it is: relay is symmetric */
+		/* re-INVITE/UPDATE keep the session as it is for now: each side
+		   gets the SDP of its own relay port again */
 		if (m == sip_method_invite || m == sip_method_update) {
 			sipd_reply(c->b2b->sipd, irq, SIP_200_OK,
 				   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-				   SIPTAG_PAYLOAD_STR(l ? c->in_answer : c->in_answer),
+				   SIPTAG_PAYLOAD_STR(l ? c->out_offer : c->in_answer),
 				   TAG_END());
 			return 200;
 		}

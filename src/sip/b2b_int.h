@@ -72,7 +72,8 @@ struct call {
 	nta_leg_t *in_dlg;
 	nta_incoming_t *in_irq;
 	struct msdp_info in_sdp;
-	char in_answer[1024];
+	char in_answer[1024];           /* our SDP towards the caller */
+	char out_offer[1024];           /* our SDP towards the branches */
 	uint64_t sess_id;
 
 	media_ep_t ep_in, ep_out;
