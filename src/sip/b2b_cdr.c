@@ -126,6 +126,21 @@ static json_t *legs_json(const struct call *c)
 	return a;
 }
 
+/* RTP counters of one relay port: what the call's detail view shows */
+static json_t *media_json(struct media *m, media_ep_t ep)
+{
+	struct media_stats st = { 0 };
+
+	if (ep == MEDIA_EP_NONE)
+		return json_null();
+	media_ep_stats(m, ep, &st);
+	return json_pack("{s:I, s:I, s:I, s:I}",
+			 "rx_packets", (json_int_t)st.rx_packets,
+			 "tx_packets", (json_int_t)st.tx_packets,
+			 "lost", (json_int_t)st.lost,
+			 "dropped", (json_int_t)st.dropped);
+}
+
 static json_t *call_json(const struct call *c, bool legs)
 {
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:o, s:o}",
@@ -136,8 +151,12 @@ static json_t *call_json(const struct call *c, bool legs)
 			      "started", time_json(c->started_ms),
 			      "answered", time_json(c->answered_ms));
 
-	if (legs && o)
+	if (legs && o) {
 		json_object_set_new(o, "legs", legs_json(c));
+		json_object_set_new(o, "media", json_pack("{s:o, s:o}",
+			"caller", media_json(c->b2b->media, c->ep_in),
+			"callee", media_json(c->b2b->media, c->ep_out)));
+	}
 	return o;
 }
 
