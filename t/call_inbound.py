@@ -134,7 +134,7 @@ t.eq(rc, 0, "BYE from the PBX reaches the caller") or t.diag(out[-1500:])
 t.eq(wait_proc(uas), 0, "the PBX's BYE was answered")
 sink.join()
 
-# --- 2b. a re-INVITE from the PBX is answered with its own relay port ---------------
+# --- 2b. a refresh re-INVITE (same SDP version) from the PBX is answered locally ---
 wd = os.path.join(d.dir, "reinvite")
 uas = start_uas(d, "pbx_uas_reinvite.xml", pbx_port, delay_ms=300, wd=wd)
 time.sleep(0.3)

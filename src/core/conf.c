@@ -105,6 +105,10 @@ static const struct opt opts[] = {
 	  "MD5 SHA-256", "digest algorithms offered, in order of preference", NULL },
 	{ "sip", "allow_trunk_refer", T_BOOL, C(sip.allow_trunk_refer), 0, "no",
 	  "accept REFER from the trunk side (403 otherwise)", NULL },
+	{ "sip", "session_expires", T_DUR, C(sip.session_expires_ms), 0, "1800s",
+	  "session timer (RFC 4028) asked of the far side of each call leg; 0 disables", NULL },
+	{ "sip", "min_se", T_DUR, C(sip.min_se_ms), 0, "90s",
+	  "shortest session interval accepted (422 below)", NULL },
 
 	{ "media", "ip", T_IP, C(media.ip), 0, "127.0.0.1",
 	  "address put in SDP and bound for RTP", NULL },

@@ -97,6 +97,8 @@ struct conf {
 		int64_t ban_window_ms;
 		int64_t ban_time_ms;
 		bool allow_trunk_refer;
+		int64_t session_expires_ms;
+		int64_t min_se_ms;
 		uint8_t digest_algs[2];   /* enum conf_digest, preference order */
 		size_t ndigest_algs;
 	} sip;

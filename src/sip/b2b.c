@@ -33,6 +33,7 @@
 #include "routing/route.h"
 #include "sip/b2b.h"
 #include "sip/b2b_int.h"
+#include "sip/digest.h"
 #include "sip/msdp.h"
 #include "sip/registrar.h"
 #include "sip/sipd.h"
@@ -40,6 +41,9 @@
 static void call_end(struct call *c, const char *disposition);
 static void fork_next(struct call *c);
 static void call_maybe_free(struct call *c);
+static int leg_send(struct call *c, struct leg *l, bool www, const char *auth);
+static void leg_early(struct call *c, struct leg *l, const sip_t *sip);
+static int leg_auth(struct call *c, struct leg *l, const sip_t *sip);
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -119,16 +123,9 @@ static void leg_release(struct leg *l)
 
 static void leg_send_ack(struct leg *l, const sip_t *sip)
 {
-	nta_outgoing_t *ack;
-
 	nta_leg_rtag(l->dlg, sip->sip_to->a_tag);
 	nta_leg_client_route(l->dlg, sip->sip_record_route, sip->sip_contact);
-	ack = nta_outgoing_tcreate(l->dlg, NULL, NULL, NULL, SIP_METHOD_ACK,
-				   (url_string_t *)(sip->sip_contact ?
-						    sip->sip_contact->m_url : NULL),
-				   SIPTAG_CSEQ(sip->sip_cseq), TAG_END());
-	if (ack)
-		nta_outgoing_destroy(ack);
+	b2b_leg_ack(l->dlg, sip);
 }
 
 static int bye_done(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
@@ -206,6 +203,9 @@ static void leg_answered(struct leg *l, const sip_t *sip)
 	peer.te_pt = info.te_pt;
 	peer.sendrecv = !info.hold;
 	media_ep_set_peer(c->b2b->media, c->ep_out, &peer);
+	c->side[SIDE_OUT].cur = info;
+	c->side[SIDE_OUT].have_cur = true;
+	b2b_se_response(c, SIDE_OUT, sip);
 	c->winner = l;
 	l->answered_ms = clk_wall_ms();
 	b2b_call_answered(c, l);
@@ -220,8 +220,13 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 		     nta_outgoing_status(orq);
 
 	if (status < 200) {
-		if ((status == 180 || status == 183) && !c->ending)
-			b2b_call_ringing(c, l);
+		if (status > 100 && !c->ending)
+			leg_early(c, l, sip);
+		return 0;
+	}
+	if ((status == 401 || status == 407) && !c->ending && !l->cancelled &&
+	    leg_auth(c, l, sip) == 0) {
+		nta_outgoing_destroy(orq);  /* leg_auth sent the INVITE again */
 		return 0;
 	}
 	l->status = status;
@@ -250,6 +255,113 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	return 0;
 }
 
+/*
+ * A provisional answer from a branch. The caller of an inbound trunk call
+ * keeps hearing our relay (CONTRACT §3.5); an agent's own call hears the
+ * far side's early media (the provider's ringback and announcements).
+ */
+static void leg_early(struct call *c, struct leg *l, const sip_t *sip)
+{
+	struct msdp_info info;
+	struct media_peer peer = { .te_pt = -1 };
+
+	if (c->dir != ROUTE_INBOUND && !c->early_relay && sip->sip_payload &&
+	    sip->sip_status->st_status != 199 && c->state < CALL_ANSWERED &&
+	    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
+			c->conf->media.codecs, &info)) {
+		memcpy(&peer.rtp, &info.rtp, sizeof(peer.rtp));
+		memcpy(&peer.rtcp, &info.rtcp, sizeof(peer.rtcp));
+		peer.codec = info.pt == 8 ? MEDIA_PCMA : MEDIA_PCMU;
+		peer.pt = info.pt;
+		peer.te_pt = info.te_pt;
+		peer.sendrecv = !info.hold;
+		media_ep_set_peer(c->b2b->media, c->ep_out, &peer);
+		media_bridge(c->b2b->media, c->ep_in, c->ep_out);
+		c->early_relay = true;
+		l->early_media = true;
+		b2b_call_progress(c);
+	}
+	if (sip->sip_status->st_status == 180 || sip->sip_status->st_status == 183)
+		b2b_call_ringing(c, l);
+}
+
+/* A digest parameter of a challenge, unquoted into buf; NULL if absent. */
+static const char *auth_param(const msg_auth_t *au, const char *name,
+			      char *buf, size_t sz)
+{
+	const char *v = au ? msg_params_find(au->au_params, name) : NULL;
+	size_t n;
+
+	if (!v)
+		return NULL;
+	n = strlen(v);
+	if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+		v++;
+		n -= 2;
+	}
+	if (n >= sz)
+		return NULL;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+/*
+ * The trunk challenged a branch: answer with the trunk's credentials once
+ * (RFC 3261 §22.2). Returns 0 when the INVITE went out again.
+ */
+static int leg_auth(struct call *c, struct leg *l, const sip_t *sip)
+{
+	const msg_auth_t *au = sip->sip_status->st_status == 401 ?
+			       (const msg_auth_t *)sip->sip_www_authenticate :
+			       (const msg_auth_t *)sip->sip_proxy_authenticate;
+	char realm[128], nonce[256], alg[32], qop[64], opaque[256], resp[DIGEST_HEX_MAX];
+	char cnonce[17], hdr[1400];
+	enum digest_alg a = DIGEST_MD5;
+	const char *q, *op;
+	uint8_t rnd[8];
+
+	if (!l->trunk || !*l->trunk->username || l->auth_tries++ > 0)
+		return -1;
+	for (; au; au = au->au_next) {
+		if (!au->au_scheme || strcasecmp(au->au_scheme, "Digest"))
+			continue;
+		if (!auth_param(au, "algorithm=", alg, sizeof(alg)) ||
+		    !strcasecmp(alg, "MD5")) {
+			a = DIGEST_MD5;
+			break;
+		}
+		if (!strcasecmp(alg, "SHA-256")) {
+			a = DIGEST_SHA256;
+			break;
+		}
+	}
+	if (!au || !auth_param(au, "realm=", realm, sizeof(realm)) ||
+	    !auth_param(au, "nonce=", nonce, sizeof(nonce)))
+		return -1;
+	q = auth_param(au, "qop=", qop, sizeof(qop));
+	if (q && !strstr(q, "auth"))
+		return -1;              /* auth-int only: not offered */
+	op = auth_param(au, "opaque=", opaque, sizeof(opaque));
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return -1;
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(cnonce + i * 2, 3, "%02x", rnd[i]);
+	if (digest_compute(resp, a, l->trunk->username, realm, l->trunk->password,
+			   "INVITE", l->uri, nonce, "00000001", cnonce,
+			   q ? "auth" : NULL))
+		return -1;
+	snprintf(hdr, sizeof(hdr), "Digest username=\"%s\", realm=\"%s\", "
+		 "nonce=\"%s\", uri=\"%s\", response=\"%s\", algorithm=%s%s%s%s%s%s%s",
+		 l->trunk->username, realm, nonce, l->uri, resp,
+		 a == DIGEST_SHA256 ? "SHA-256" : "MD5",
+		 q ? ", qop=auth, nc=00000001, cnonce=\"" : "", q ? cnonce : "",
+		 q ? "\"" : "", op ? ", opaque=\"" : "", op ? op : "", op ? "\"" : "");
+	log_info("call %s: the trunk asked for credentials (%d), answering as %s",
+		 c->id, sip->sip_status->st_status, l->trunk->username);
+	return leg_send(c, l, sip->sip_status->st_status == 401, hdr);
+}
+
 static int leg_request(nta_leg_magic_t *magic, nta_leg_t *dlg,
 		       nta_incoming_t *irq, const sip_t *sip)
 {
@@ -258,14 +370,47 @@ static int leg_request(nta_leg_magic_t *magic, nta_leg_t *dlg,
 	return b2b_in_dialog(l->call, l, irq, sip);
 }
 
-/* Sends the INVITE of one branch. Returns 0 or an errno value. */
+/*
+ * Sends (or, after a challenge, sends again) the INVITE of one branch with
+ * the session timer we want and, when auth is set, the digest answer.
+ */
+static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
+{
+	char cbuf[256], xid[64], se[32], minse[32];
+	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
+	url_string_t *route = *l->route ? URL_STRING_MAKE(l->route) : NULL;
+	int64_t want = c->conf->sip.session_expires_ms;
+	bool timer = want > 0;
+
+	snprintf(xid, sizeof(xid), "X-Sipcrm-Call-ID: %s", c->id);
+	if (timer) {
+		int64_t min = c->conf->sip.min_se_ms > 0 ? c->conf->sip.min_se_ms : 1000;
+
+		snprintf(se, sizeof(se), "%lld", (long long)((want < min ? min : want) / 1000));
+		snprintf(minse, sizeof(minse), "%lld", (long long)(min / 1000));
+	}
+	l->orq = nta_outgoing_tcreate(l->dlg, leg_response, (nta_outgoing_magic_t *)l,
+				      route, SIP_METHOD_INVITE, URL_STRING_MAKE(l->uri),
+				      TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
+				      TAG_IF(timer, SIPTAG_SUPPORTED_STR("timer")),
+				      TAG_IF(timer, SIPTAG_SESSION_EXPIRES_STR(se)),
+				      TAG_IF(timer, SIPTAG_MIN_SE_STR(minse)),
+				      SIPTAG_ALLOW_STR("INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"),
+				      TAG_IF(auth && www, SIPTAG_AUTHORIZATION_STR(auth)),
+				      TAG_IF(auth && !www, SIPTAG_PROXY_AUTHORIZATION_STR(auth)),
+				      SIPTAG_CONTENT_TYPE_STR("application/sdp"),
+				      SIPTAG_PAYLOAD_STR(c->out_offer),
+				      SIPTAG_HEADER_STR(xid),
+				      TAG_IF(c->b2b->server, SIPTAG_USER_AGENT_STR(c->b2b->server)),
+				      TAG_END());
+	return l->orq ? 0 : EIO;
+}
+
+/* Creates the dialog of one branch and sends its INVITE. 0 or an errno value. */
 static int leg_invite(struct call *c, struct leg *l)
 {
-	char from[256], to[400], xid[64];
-	char cbuf[256];
-	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
+	char from[320], to[400];
 	int pts[2], npts = 0;
-	url_string_t *route = *l->route ? URL_STRING_MAKE(l->route) : NULL;
 
 	for (size_t i = 0; i < c->conf->media.ncodecs; i++)
 		pts[npts++] = c->conf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
@@ -277,23 +422,14 @@ static int leg_invite(struct call *c, struct leg *l)
 		return EINVAL;
 	snprintf(from, sizeof(from), "%s%s%s<sip:%s@%s>", *c->from_name ? "\"" : "",
 		 c->from_name, *c->from_name ? "\" " : "", *c->from ? c->from : "anonymous",
-		 c->conf->sip.domain);
+		 *c->from_host ? c->from_host : c->conf->sip.domain);
 	snprintf(to, sizeof(to), "<%s>", l->uri);
-	snprintf(xid, sizeof(xid), "X-Sipcrm-Call-ID: %s", c->id);
 	l->dlg = nta_leg_tcreate(sipd_agent(c->b2b->sipd), leg_request,
 				 (nta_leg_magic_t *)l, SIPTAG_FROM_STR(from),
 				 SIPTAG_TO_STR(to), TAG_END());
 	if (!l->dlg || !nta_leg_tag(l->dlg, NULL))
 		return ENOMEM;
-	l->orq = nta_outgoing_tcreate(l->dlg, leg_response, (nta_outgoing_magic_t *)l,
-				      route, SIP_METHOD_INVITE, URL_STRING_MAKE(l->uri),
-				      TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
-				      SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-				      SIPTAG_PAYLOAD_STR(c->out_offer),
-				      SIPTAG_HEADER_STR(xid),
-				      TAG_IF(c->b2b->server, SIPTAG_USER_AGENT_STR(c->b2b->server)),
-				      TAG_END());
-	return l->orq ? 0 : EIO;
+	return leg_send(c, l, false, NULL);
 }
 
 static void cancel_fork_legs(struct call *c, size_t fork, bool all)
@@ -336,6 +472,8 @@ static size_t start_target(struct call *c, const struct route_target *t)
 		b2b_trunk_uri(c, t->uri, uri, sizeof(uri));
 		struct leg *l = leg_new(c, uri, NULL, NULL);
 
+		if (l)
+			l->trunk = cf->ntrunks ? &cf->trunks[0] : NULL;
 		return l && !leg_invite(c, l) ? 1 : 0;
 	}
 	for (const struct reg_contact *rc = reg_contacts(c->b2b->reg, t->ext); rc;
@@ -481,6 +619,7 @@ static void call_end(struct call *c, const char *disposition)
 	b2b_timer_disarm(&c->tmr_greeting);
 	b2b_timer_disarm(&c->tmr_lookup);
 	c->lookup = crm_lookup_cancel(c->lookup);
+	b2b_side_cleanup(c);
 	cancel_fork_legs(c, 0, true);
 	media_ep_free(c->b2b->media, c->ep_in);
 	media_ep_free(c->b2b->media, c->ep_out);

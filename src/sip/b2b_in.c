@@ -64,7 +64,8 @@ static int busy_cb(const char *key, void *val, void *arg)
 	(void)key;
 	if (c == x->self || c->ending)
 		return 0;
-	if (c->winner && !strcmp(c->winner->agent, x->ext))
+	if ((c->winner && !strcmp(c->winner->agent, x->ext)) ||
+	    !strcmp(c->caller_agent, x->ext))
 		x->busy = true;
 	return x->busy;
 }
@@ -86,6 +87,38 @@ static void reply_in(struct call *c, int status, const char *phrase,
 
 /* ---- the caller's leg ------------------------------------------------------------ */
 
+static int on_prack(nta_reliable_magic_t *rmagic, nta_reliable_t *rel,
+		    nta_incoming_t *prack, const sip_t *sip)
+{
+	(void)rmagic;
+	(void)rel;
+	(void)prack;
+	if (sip)
+		sipd_count_request(sip);
+	return 200;
+}
+
+/*
+ * 180 or 183 to the caller; reliably (RFC 3262) when its INVITE required
+ * 100rel: nta adds RSeq, retransmits until the PRACK and holds a 200 back
+ * until the PRACK for an SDP-carrying 183 arrived.
+ */
+static void provisional(struct call *c, int status, const char *phrase, bool sdp)
+{
+	if (!c->in_irq || nta_incoming_status(c->in_irq) >= 200)
+		return;
+	if (c->caller_100rel &&
+	    nta_reliable_treply(c->in_irq, on_prack, NULL, status, phrase,
+				TAG_IF(c->b2b->server, SIPTAG_SERVER_STR(c->b2b->server)),
+				TAG_IF(sdp, SIPTAG_CONTENT_TYPE_STR("application/sdp")),
+				TAG_IF(sdp, SIPTAG_PAYLOAD_STR(c->in_answer)),
+				TAG_END()))
+		return;
+	sipd_reply(c->b2b->sipd, c->in_irq, status, phrase,
+		   TAG_IF(sdp, SIPTAG_CONTENT_TYPE_STR("application/sdp")),
+		   TAG_IF(sdp, SIPTAG_PAYLOAD_STR(c->in_answer)), TAG_END());
+}
+
 void b2b_call_ringing(struct call *c, struct leg *l)
 {
 	if (!l->ringing && *l->agent) {
@@ -97,13 +130,22 @@ void b2b_call_ringing(struct call *c, struct leg *l)
 		return;
 	/* no SDP: the caller's media stays on our relay (greeting, ringback) */
 	c->sent_180 = true;
-	sipd_reply(c->b2b->sipd, c->in_irq, SIP_180_RINGING, TAG_END());
+	provisional(c, SIP_180_RINGING, false);
+}
+
+/* An agent's own call: the far side's early media goes to the caller. */
+void b2b_call_progress(struct call *c)
+{
+	if (c->state >= CALL_ANSWERED || c->ending)
+		return;
+	provisional(c, SIP_183_SESSION_PROGRESS, true);
 }
 
 void b2b_call_answered(struct call *c, struct leg *l)
 {
-	char cbuf[256];
+	char cbuf[256], se[64];
 	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
+	bool timer = b2b_se_header(c, SIDE_IN, se, sizeof(se));
 
 	c->state = CALL_ANSWERED;
 	c->answered_ms = clk_wall_ms();
@@ -117,8 +159,13 @@ void b2b_call_answered(struct call *c, struct leg *l)
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
 	sipd_reply(c->b2b->sipd, c->in_irq, SIP_200_OK,
 		   TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
+		   TAG_IF(timer, SIPTAG_SESSION_EXPIRES_STR(se)),
+		   TAG_IF(timer && c->side[SIDE_IN].timer_feature, SIPTAG_REQUIRE_STR("timer")),
+		   SIPTAG_ALLOW_STR("INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY"),
 		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
 		   SIPTAG_PAYLOAD_STR(c->in_answer), TAG_END());
+	b2b_se_start(c, SIDE_IN);
+	b2b_se_start(c, SIDE_OUT);
 	log_info("call %s answered by %s", c->id, l->uri);
 }
 
@@ -177,47 +224,6 @@ static int in_cancel(nta_incoming_magic_t *magic, nta_incoming_t *irq,
 	reply_in(c, SIP_487_REQUEST_TERMINATED, TAG_NULL());
 	b2b_call_end(c, *c->first_agent ? "missed" : "cancelled");
 	return 0;
-}
-
-/* A BYE from one side ends both; other in-dialog requests get a plain answer. */
-int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
-		  const sip_t *sip)
-{
-	sip_method_t m = sip->sip_request->rq_method;
-
-	sipd_count_request(sip);
-	if (m == sip_method_ack)
-		return 0;
-	if (m == sip_method_cancel) {
-		/* a CANCEL that matched no INVITE transaction (RFC 3261 §9.2) */
-		sipd_reply(c->b2b->sipd, irq, SIP_481_NO_TRANSACTION, TAG_END());
-		return 481;
-	}
-	if (m == sip_method_bye) {
-		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
-		if (l == NULL && c->winner)
-			b2b_send_bye(c, c->winner->dlg);
-		else if (l != NULL && l == c->winner && c->in_dlg)
-			b2b_send_bye(c, c->in_dlg);
-		b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "cancelled");
-		return 200;
-	}
-	if (m == sip_method_options || m == sip_method_info ||
-	    m == sip_method_update || m == sip_method_invite) {
-		/* re-INVITE/UPDATE keep the session as it is for now: each side
-		   gets the SDP of its own relay port again */
-		if (m == sip_method_invite || m == sip_method_update) {
-			sipd_reply(c->b2b->sipd, irq, SIP_200_OK,
-				   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-				   SIPTAG_PAYLOAD_STR(l ? c->out_offer : c->in_answer),
-				   TAG_END());
-			return 200;
-		}
-		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
-		return 200;
-	}
-	sipd_reply(c->b2b->sipd, irq, SIP_405_METHOD_NOT_ALLOWED, TAG_END());
-	return 405;
 }
 
 static int in_request(nta_leg_magic_t *magic, nta_leg_t *dlg, nta_incoming_t *irq,
@@ -287,6 +293,7 @@ static struct call *call_new(struct b2b *b, const sip_t *sip, enum route_directi
 	if (RAND_bytes((unsigned char *)&c->sess_id, sizeof(c->sess_id)) != 1)
 		c->sess_id = (uint64_t)c->started_ms;
 	c->sess_id &= 0x7fffffffffffffffULL;
+	b2b_side_init(c);
 	snprintf(c->from, sizeof(c->from), "%s",
 		 sip->sip_from->a_url->url_user ? sip->sip_from->a_url->url_user : "");
 	snprintf(c->from_name, sizeof(c->from_name), "%s",
@@ -349,6 +356,8 @@ static int setup_media(struct call *c, const sip_t *sip)
 	peer.te_pt = c->in_sdp.te_pt;
 	peer.sendrecv = !c->in_sdp.hold;
 	media_ep_set_peer(c->b2b->media, c->ep_in, &peer);
+	c->side[SIDE_IN].cur = c->in_sdp;
+	c->side[SIDE_IN].have_cur = true;
 	pt = c->in_sdp.pt;
 	if (msdp_build(c->in_answer, sizeof(c->in_answer), c->conf->media.ip,
 		       c->port_in, &pt, 1, c->in_sdp.te_pt,
@@ -363,9 +372,7 @@ static void start_early(struct call *c)
 
 	if (*c->set.greeting)
 		greet = c->b2b->greeting;
-	sipd_reply(c->b2b->sipd, c->in_irq, SIP_183_SESSION_PROGRESS,
-		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-		   SIPTAG_PAYLOAD_STR(c->in_answer), TAG_END());
+	provisional(c, SIP_183_SESSION_PROGRESS, true);
 	media_ep_play(c->b2b->media, c->ep_in, greet,
 		      strcmp(c->set.ringback, "none") ? c->b2b->ringback : NULL);
 	c->state = CALL_EARLY;
@@ -381,15 +388,58 @@ static void start_early(struct call *c)
 	}
 }
 
-static int inbound(struct b2b *b, nta_incoming_t *irq, const sip_t *sip)
+/* An option tag of Require we do not know, or NULL (RFC 3261 §8.2.2.3). */
+static const char *unsupported(const sip_t *sip)
 {
-	struct call *c = call_new(b, sip, ROUTE_INBOUND);
+	static const char *const known[] = { "100rel", "timer", "replaces" };
+
+	for (const char *const *k = sip->sip_require ? sip->sip_require->k_items : NULL;
+	     k && *k; k++) {
+		size_t i;
+
+		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			if (!strcasecmp(*k, known[i]))
+				break;
+		if (i == sizeof(known) / sizeof(known[0]))
+			return *k;
+	}
+	return NULL;
+}
+
+/*
+ * What every call does with its INVITE: checks the extensions it requires
+ * and its session interval, sends 100, creates the caller's dialog and the
+ * media. Returns the call, or NULL when the INVITE has been answered.
+ */
+static struct call *call_start(struct b2b *b, nta_incoming_t *irq, const sip_t *sip,
+			       enum route_direction dir)
+{
+	struct call *c;
+	const char *bad = unsupported(sip);
 	int status;
 
+	if (bad) {
+		sipd_reply(b->sipd, irq, SIP_420_BAD_EXTENSION,
+			   SIPTAG_UNSUPPORTED_STR(bad), TAG_END());
+		return NULL;
+	}
+	c = call_new(b, sip, dir);
 	if (!c) {
 		sipd_reply(b->sipd, irq, SIP_503_SERVICE_UNAVAILABLE, TAG_END());
-		return 503;
+		return NULL;
 	}
+	if (b2b_se_request(c, sip) == 422) {
+		char min[24];
+
+		snprintf(min, sizeof(min), "%lld",
+			 (long long)((c->conf->sip.min_se_ms + 999) / 1000));
+		sipd_reply(b->sipd, irq, SIP_422_SESSION_TIMER_TOO_SMALL,
+			   SIPTAG_MIN_SE_STR(min), TAG_END());
+		conf_deref(c->conf);
+		free(c);
+		return NULL;
+	}
+	c->caller_100rel = sip_has_feature(sip->sip_require, "100rel");
 	do
 		b2b_new_id(c->id);
 	while (hmap_get(b->calls, c->id));
@@ -406,8 +456,17 @@ static int inbound(struct b2b *b, nta_incoming_t *irq, const sip_t *sip)
 			   "No media ports" : NULL, TAG_END());
 		c->in_irq = irq;
 		b2b_call_end(c, "failed");
-		return 0;
+		return NULL;
 	}
+	return c;
+}
+
+static int inbound(struct b2b *b, nta_incoming_t *irq, const sip_t *sip)
+{
+	struct call *c = call_start(b, irq, sip, ROUTE_INBOUND);
+
+	if (!c)
+		return 0;
 	log_info("call %s: inbound from %s to %s", c->id, c->from, c->did);
 	if (c->set.mode == CONF_MODE_REDIRECT) {
 		c->state = CALL_EARLY;
@@ -422,21 +481,107 @@ static int inbound(struct b2b *b, nta_incoming_t *irq, const sip_t *sip)
 	return 0;
 }
 
+/*
+ * An authenticated agent's call: to another extension (internal), or to
+ * any other number through the trunk (outbound) with the trunk's caller id.
+ * No greeting: the branches ring at once.
+ */
+static int agent_call(struct b2b *b, nta_incoming_t *irq, const sip_t *sip,
+		      const char *ext)
+{
+	const struct conf *cf = b->conf;
+	const char *dest = sip->sip_request->rq_url->url_user;
+	const struct conf_agent *me = conf_agent_find(cf, ext);
+	enum route_direction dir;
+	struct call *c;
+
+	if (!dest || !*dest) {
+		sipd_reply(b->sipd, irq, SIP_484_ADDRESS_INCOMPLETE, TAG_END());
+		return 484;
+	}
+	dir = conf_agent_find(cf, dest) ? ROUTE_INTERNAL : ROUTE_OUTBOUND;
+	if (dir == ROUTE_OUTBOUND && !cf->ntrunks) {
+		log_info("agent %s called %s: not an extension and no trunk", ext, dest);
+		sipd_reply(b->sipd, irq, 404, "No Route", TAG_END());
+		return 404;
+	}
+	c = call_start(b, irq, sip, dir);
+	if (!c)
+		return 0;
+	snprintf(c->caller_agent, sizeof(c->caller_agent), "%s", ext);
+	if (dir == ROUTE_INTERNAL) {
+		snprintf(c->from, sizeof(c->from), "%s", ext);
+		if (me && me->name && *me->name)
+			snprintf(c->from_name, sizeof(c->from_name), "%s", me->name);
+	}
+	else {
+		const struct conf_trunk *t = &cf->trunks[0];
+		const char *host = strchr(t->uri, '@');
+
+		host = host ? host + 1 : t->uri + (strncasecmp(t->uri, "sips:", 5) ? 4 : 5);
+		snprintf(c->from, sizeof(c->from), "%s",
+			 t->caller_id && *t->caller_id ? t->caller_id : ext);
+		c->from_name[0] = '\0';
+		snprintf(c->from_host, sizeof(c->from_host), "%.*s",
+			 (int)strcspn(host, ";?>"), host);
+	}
+	log_info("call %s: %s from agent %s to %s", c->id,
+		 dir == ROUTE_INTERNAL ? "internal" : "outbound", ext, c->to);
+	c->state = CALL_EARLY;
+	b2b_route(c);
+	return 0;
+}
+
 static int on_invite(void *arg, nta_incoming_t *irq, const sip_t *sip)
 {
 	struct b2b *b = arg;
 	struct sockaddr_storage ss;
 	socklen_t len;
+	const char *ext;
 
 	if (sipd_source(irq, &ss, &len) == 0 &&
 	    conf_trunk_match(b->conf, (struct sockaddr *)&ss))
 		return inbound(b, irq, sip);
-	/* agents' own calls arrive with the call-control issue; nobody else
-	   may place a call, and a challenge tells phones to authenticate */
-	if (!reg_authenticate(b->reg, irq, sip, true))
+	/* nobody but a trunk or an authenticated agent places a call: the
+	   challenge tells phones to authenticate, the rest get nothing */
+	ext = reg_authenticate(b->reg, irq, sip, true);
+	if (!ext)
 		return 0;
-	sipd_reply(b->sipd, irq, SIP_403_FORBIDDEN, TAG_END());
-	return 403;
+	return agent_call(b, irq, sip, ext);
+}
+
+/* "busy" while an agent talks (or calls), "ringing" while a branch rings it. */
+struct activity_ctx {
+	const char *ext;
+	const char *state;
+};
+
+static int activity_cb(const char *key, void *val, void *arg)
+{
+	struct activity_ctx *x = arg;
+	const struct call *c = val;
+
+	(void)key;
+	if (c->ending)
+		return 0;
+	if ((c->winner && !strcmp(c->winner->agent, x->ext)) ||
+	    !strcmp(c->caller_agent, x->ext)) {
+		x->state = "busy";
+		return 1;
+	}
+	for (const struct leg *l = c->legs; l; l = l->next)
+		if (l->status < 200 && !l->cancelled && !strcmp(l->agent, x->ext))
+			x->state = "ringing";
+	return 0;
+}
+
+static const char *agent_activity(const char *ext, void *arg)
+{
+	struct b2b *b = arg;
+	struct activity_ctx x = { ext, NULL };
+
+	hmap_apply(b->calls, activity_cb, &x);
+	return x.state;
 }
 
 /* ---- life cycle --------------------------------------------------------------------- */
@@ -482,6 +627,7 @@ int b2b_alloc(struct b2b **bp, const struct b2b_deps *deps, const struct conf *c
 	b->m_active = metrics_gauge("sipcrm_calls_active", "calls in progress", NULL);
 	load_prompts(b, conf);
 	sipd_handle(b->sipd, sip_method_invite, on_invite, b);
+	reg_on_activity(b->reg, agent_activity, b);
 	*bp = b;
 	return 0;
 }
@@ -513,6 +659,8 @@ struct b2b *b2b_free(struct b2b *b)
 		return NULL;
 	if (b->sipd)
 		sipd_handle(b->sipd, sip_method_invite, NULL, NULL);
+	if (b->reg)
+		reg_on_activity(b->reg, NULL, NULL);
 	if (b->calls) {
 		hmap_apply(b->calls, end_cb, NULL);
 		hmap_free(b->calls);

@@ -12,6 +12,7 @@
 
 #include "crm/crm.h"
 #include "media/media.h"
+#include "conf.h"
 #include "routing/route.h"
 #include "sip/msdp.h"
 
@@ -40,6 +41,33 @@ enum call_state {
 	CALL_ENDED,
 };
 
+/*
+ * The in-dialog state of one side of an answered call: SIDE_IN is the
+ * caller's dialog, SIDE_OUT the winning branch's. Offers are relayed from
+ * one side to the other (re-INVITE, UPDATE) and each side keeps its own
+ * session timer (RFC 4028), as a B2BUA's legs are separate dialogs.
+ */
+enum { SIDE_IN = 0, SIDE_OUT = 1 };
+
+struct side {
+	struct call *call;
+	int idx;                        /* SIDE_IN or SIDE_OUT */
+	nta_incoming_t *irq;            /* its offer, waiting for the other side */
+	sip_method_t irq_method;
+	nta_outgoing_t *orq;            /* our re-INVITE/UPDATE to it */
+	sip_method_t orq_method;
+	struct msdp_info offer;         /* irq's offer: applied when accepted */
+	struct msdp_info cur;           /* the SDP it last agreed to */
+	bool have_cur;
+	bool ack_sdp;                   /* our offer went in a 200: the ACK answers */
+	uint64_t ver;                   /* o= version of our SDP towards it */
+	int64_t se_ms;                  /* session interval; 0: no session timer */
+	bool we_refresh;                /* sipcrm sends the refreshes */
+	bool timer_feature;             /* it said Supported: timer */
+	bool allow_update;              /* it allows UPDATE (cheaper refresh) */
+	su_timer_t *tmr_se;
+};
+
 struct leg {
 	struct leg *next;
 	struct call *call;
@@ -54,6 +82,9 @@ struct leg {
 	bool cancelled;
 	bool ringing;
 	bool pending_final;
+	bool early_media;               /* its 183 SDP feeds the caller */
+	unsigned auth_tries;            /* digest answers sent to the trunk */
+	const struct conf_trunk *trunk; /* a trunk leg: credentials */
 	int64_t started_ms, answered_ms, ended_ms;
 };
 
@@ -63,6 +94,8 @@ struct call {
 	enum route_direction dir;
 	enum call_state state;
 	char from[64], from_name[64], to[64], did[64];
+	char from_host[128];            /* From host on the branches */
+	char caller_agent[33];          /* internal and outbound: who called */
 	struct conf *conf;
 	struct route_settings set;
 	struct route_plan plan;
@@ -88,6 +121,9 @@ struct call {
 	bool lookup_done;
 	bool greeting_min_done;
 	bool sent_180;
+	bool early_relay;               /* a branch's early media is bridged */
+	bool caller_100rel;             /* Require: 100rel: 1xx go reliably */
+	struct side side[2];
 
 	su_timer_t *tmr_fork, *tmr_greeting, *tmr_lookup, *tmr_free;
 	int64_t started_ms, answered_ms, ended_ms;
@@ -115,8 +151,19 @@ void b2b_call_maybe_free(struct call *c);
 void b2b_call_free_now(struct call *c);
 void b2b_leg_final_after_end(struct leg *l);
 
+/* b2b_dlg.c */
+void b2b_side_init(struct call *c);
+int b2b_se_request(struct call *c, const sip_t *sip);
+void b2b_se_response(struct call *c, int side, const sip_t *sip);
+void b2b_se_start(struct call *c, int side);
+int b2b_se_header(const struct call *c, int side, char *buf, size_t sz);
+void b2b_side_cleanup(struct call *c);
+nta_leg_t *b2b_side_dlg(const struct call *c, int side);
+void b2b_leg_ack(nta_leg_t *dlg, const sip_t *sip);
+
 /* b2b_in.c */
 void b2b_call_ringing(struct call *c, struct leg *l);
+void b2b_call_progress(struct call *c);
 void b2b_call_answered(struct call *c, struct leg *l);
 void b2b_call_failed(struct call *c, int status, const char *phrase);
 void b2b_call_redirect(struct call *c);

@@ -121,6 +121,10 @@ int msdp_parse(const char *body, size_t len, unsigned codecs,
 		if (m->m_type != sdp_media_audio || m->m_port == 0 || m->m_rejected)
 			continue;
 		e = fill(s, m, codecs, out);
+		if (s->sdp_origin) {
+			out->sess_id = s->sdp_origin->o_id;
+			out->version = s->sdp_origin->o_version;
+		}
 		break;
 	}
 	sdp_parser_free(p);

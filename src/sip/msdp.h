@@ -20,6 +20,8 @@ struct msdp_info {
 	int te_pt;                      /* telephone-event payload type, -1: none */
 	enum msdp_mode mode;
 	bool hold;                      /* c=0.0.0.0 or sendonly/inactive */
+	uint64_t sess_id, version;      /* o= line: a repeated version is a
+					   refresh with nothing changed */
 };
 
 /*

@@ -1,0 +1,552 @@
+/*
+ * b2b_dlg.c: a call after its dialogs exist. Requests inside either dialog
+ * (BYE, re-INVITE, UPDATE, OPTIONS, INFO), offers relayed from one side to
+ * the other with the SDP rewritten to the relay (hold and unhold), glare
+ * (RFC 3261 §14: 491 and 500), and one session timer per side (RFC 4028):
+ * sipcrm refreshes the sides where it is the refresher and ends the call
+ * when a side that should refresh goes quiet.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sofia-sip/sip_header.h>
+#include <sofia-sip/sip_status.h>
+#include <sofia-sip/sip_tag.h>
+
+#define LOG_MODULE "b2b"
+#include "log.h"
+#include "conf.h"
+#include "sip/b2b.h"
+#include "sip/b2b_int.h"
+#include "sip/msdp.h"
+#include "sip/sipd.h"
+
+static const char *const side_names[] = { "caller", "callee" };
+
+static void se_arm(struct side *sd);
+
+/* ---- the two sides ----------------------------------------------------------- */
+
+void b2b_side_init(struct call *c)
+{
+	for (int i = 0; i < 2; i++) {
+		c->side[i].call = c;
+		c->side[i].idx = i;
+		c->side[i].ver = 1;
+	}
+}
+
+nta_leg_t *b2b_side_dlg(const struct call *c, int side)
+{
+	if (side == SIDE_IN)
+		return c->in_dlg;
+	return c->winner ? c->winner->dlg : NULL;
+}
+
+static char *side_sdp(struct call *c, int side)
+{
+	return side == SIDE_IN ? c->in_answer : c->out_offer;
+}
+
+static size_t side_sdp_size(const struct call *c, int side)
+{
+	return side == SIDE_IN ? sizeof(c->in_answer) : sizeof(c->out_offer);
+}
+
+static media_ep_t side_ep(const struct call *c, int side)
+{
+	return side == SIDE_IN ? c->ep_in : c->ep_out;
+}
+
+static uint16_t side_port(const struct call *c, int side)
+{
+	return side == SIDE_IN ? c->port_in : c->port_out;
+}
+
+static void apply_peer(struct call *c, int side, const struct msdp_info *info)
+{
+	struct media_peer peer = { .te_pt = -1 };
+
+	memcpy(&peer.rtp, &info->rtp, sizeof(peer.rtp));
+	memcpy(&peer.rtcp, &info->rtcp, sizeof(peer.rtcp));
+	peer.codec = info->pt == 8 ? MEDIA_PCMA : MEDIA_PCMU;
+	peer.pt = info->pt;
+	peer.te_pt = info->te_pt;
+	peer.sendrecv = !info->hold;
+	media_ep_set_peer(c->b2b->media, side_ep(c, side), &peer);
+	c->side[side].cur = *info;
+	c->side[side].have_cur = true;
+}
+
+/*
+ * Rewrites our SDP towards side: an offer lists every codec we speak, an
+ * answer (answer_pt >= 0) the one the offer chose. The direction is passed
+ * through unchanged: sipcrm stands in for the other side.
+ */
+static int build_sdp(struct call *c, int side, int answer_pt, int te_pt,
+		     enum msdp_mode mode)
+{
+	const struct conf *cf = c->conf;
+	int pts[2], npts = 0;
+
+	if (answer_pt >= 0)
+		pts[npts++] = answer_pt;
+	else
+		for (size_t i = 0; i < cf->media.ncodecs && npts < 2; i++)
+			pts[npts++] = cf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
+	return msdp_build(side_sdp(c, side), side_sdp_size(c, side), cf->media.ip,
+			  side_port(c, side), pts, (size_t)npts, te_pt, mode,
+			  c->sess_id, ++c->side[side].ver) < 0 ? -1 : 0;
+}
+
+static bool has_sdp(const sip_t *sip)
+{
+	if (!sip->sip_payload || !sip->sip_payload->pl_len)
+		return false;
+	return !sip->sip_content_type || !sip->sip_content_type->c_type ||
+	       !strcasecmp(sip->sip_content_type->c_type, "application/sdp");
+}
+
+void b2b_leg_ack(nta_leg_t *dlg, const sip_t *sip)
+{
+	nta_outgoing_t *ack;
+
+	ack = nta_outgoing_tcreate(dlg, NULL, NULL, NULL, SIP_METHOD_ACK,
+				   (url_string_t *)(sip->sip_contact ?
+						    sip->sip_contact->m_url : NULL),
+				   SIPTAG_CSEQ(sip->sip_cseq), TAG_END());
+	if (ack)
+		nta_outgoing_destroy(ack);
+}
+
+/* ---- session timers (RFC 4028) ------------------------------------------------- */
+
+static unsigned long secs(int64_t ms)
+{
+	return ms > 0 ? (unsigned long)((ms + 999) / 1000) : 0;
+}
+
+/*
+ * The caller's INVITE: the interval it asks for (or ours when it supports
+ * timers but names none) and who refreshes. Returns 0, or 422 when the
+ * interval is below min_se.
+ */
+int b2b_se_request(struct call *c, const sip_t *sip)
+{
+	const struct conf *cf = c->conf;
+	struct side *sd = &c->side[SIDE_IN];
+	const sip_session_expires_t *x = sip->sip_session_expires;
+	unsigned long min = secs(cf->sip.min_se_ms), want = secs(cf->sip.session_expires_ms);
+
+	sd->timer_feature = sip_has_feature(sip->sip_supported, "timer") ||
+			    sip_has_feature(sip->sip_require, "timer");
+	sd->allow_update = sip->sip_allow &&
+			   sip_is_allowed(sip->sip_allow, sip_method_update, NULL);
+	if (x) {
+		if (x->x_delta < min && x->x_delta > 0)
+			return 422;
+		sd->se_ms = (int64_t)x->x_delta * 1000;
+		sd->we_refresh = x->x_refresher && !strcasecmp(x->x_refresher, "uas");
+		return 0;
+	}
+	if (want && sd->timer_feature) {
+		if (sip->sip_min_se && sip->sip_min_se->min_delta > want)
+			want = sip->sip_min_se->min_delta;
+		sd->se_ms = (int64_t)(want < min ? min : want) * 1000;
+		sd->we_refresh = false;
+	}
+	return 0;
+}
+
+/* A 2xx from a side we sent an INVITE or a refresh to. */
+void b2b_se_response(struct call *c, int side, const sip_t *sip)
+{
+	struct side *sd = &c->side[side];
+	const sip_session_expires_t *x = sip->sip_session_expires;
+
+	if (sip->sip_allow)
+		sd->allow_update = sip_is_allowed(sip->sip_allow, sip_method_update, NULL);
+	sd->timer_feature = sip_has_feature(sip->sip_supported, "timer") ||
+			    sip_has_feature(sip->sip_require, "timer");
+	if (!x || !x->x_delta) {
+		/* RFC 4028 §7.2: no Session-Expires, no session timer */
+		sd->se_ms = 0;
+		return;
+	}
+	sd->se_ms = (int64_t)x->x_delta * 1000;
+	/* we were the UAC: refresher=uac (or none named) is us */
+	sd->we_refresh = !x->x_refresher || strcasecmp(x->x_refresher, "uas");
+}
+
+/* A refresh from the side itself: it may change the interval and refresher. */
+static void se_refreshed(struct side *sd, const sip_t *sip)
+{
+	const sip_session_expires_t *x = sip->sip_session_expires;
+
+	if (x && x->x_delta) {
+		sd->se_ms = (int64_t)x->x_delta * 1000;
+		sd->we_refresh = x->x_refresher && !strcasecmp(x->x_refresher, "uas");
+	}
+	se_arm(sd);
+}
+
+/* The Session-Expires value for our answers to side: "90;refresher=uac". */
+int b2b_se_header(const struct call *c, int side, char *buf, size_t sz)
+{
+	const struct side *sd = &c->side[side];
+
+	if (!sd->se_ms)
+		return 0;
+	snprintf(buf, sz, "%lu;refresher=%s", secs(sd->se_ms),
+		 sd->we_refresh ? "uas" : "uac");
+	return 1;
+}
+
+void b2b_se_start(struct call *c, int side)
+{
+	se_arm(&c->side[side]);
+}
+
+static void send_refresh(struct call *c, int side);
+
+static void on_se(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
+{
+	struct side *sd = (struct side *)arg;
+	struct call *c = sd->call;
+
+	(void)m;
+	(void)t;
+	if (c->ending)
+		return;
+	if (sd->we_refresh) {
+		if (sd->orq || sd->irq || c->side[!sd->idx].irq) {
+			/* an offer is under way; it refreshes too, look again soon */
+			b2b_timer_arm(&sd->tmr_se, c->b2b, 1000, on_se, sd);
+			return;
+		}
+		send_refresh(c, sd->idx);
+		return;
+	}
+	log_warn("call %s: session timer expired on the %s side (%lu s without a "
+		 "refresh), ending the call", c->id, side_names[sd->idx], secs(sd->se_ms));
+	b2b_send_bye(c, b2b_side_dlg(c, SIDE_IN));
+	b2b_send_bye(c, b2b_side_dlg(c, SIDE_OUT));
+	b2b_call_end(c, "answered");
+}
+
+static void se_arm(struct side *sd)
+{
+	struct call *c = sd->call;
+	int64_t ms, guard;
+
+	if (!sd->se_ms || c->ending) {
+		b2b_timer_disarm(&sd->tmr_se);
+		return;
+	}
+	/* RFC 4028 §10: refresh at half; give up at the interval minus
+	   a third (at most 32 s) */
+	guard = sd->se_ms / 3 < 32000 ? sd->se_ms / 3 : 32000;
+	ms = sd->we_refresh ? sd->se_ms / 2 : sd->se_ms - guard;
+	b2b_timer_arm(&sd->tmr_se, c->b2b, ms, on_se, sd);
+}
+
+/* ---- offers and answers across the call ---------------------------------------- */
+
+static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
+			 const sip_t *sip);
+
+/* Sends a re-INVITE (or UPDATE) carrying our current SDP to side. */
+static int send_offer(struct call *c, int side, sip_method_t method, bool body)
+{
+	struct side *sd = &c->side[side];
+	nta_leg_t *dlg = b2b_side_dlg(c, side);
+	char cbuf[256], se[64];
+	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
+	bool timer = sd->se_ms > 0;
+
+	if (!dlg)
+		return -1;
+	if (timer)
+		snprintf(se, sizeof(se), "%lu;refresher=uac", secs(sd->se_ms));
+	sd->orq_method = method;
+	sd->orq = nta_outgoing_tcreate(dlg, side_response, (nta_outgoing_magic_t *)sd,
+				       NULL, method,
+				       method == sip_method_invite ? "INVITE" : "UPDATE",
+				       NULL,
+				       TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
+				       TAG_IF(timer, SIPTAG_SESSION_EXPIRES_STR(se)),
+				       TAG_IF(timer, SIPTAG_SUPPORTED_STR("timer")),
+				       TAG_IF(body, SIPTAG_CONTENT_TYPE_STR("application/sdp")),
+				       TAG_IF(body, SIPTAG_PAYLOAD_STR(side_sdp(c, side))),
+				       TAG_END());
+	return sd->orq ? 0 : -1;
+}
+
+static void send_refresh(struct call *c, int side)
+{
+	struct side *sd = &c->side[side];
+	bool update = sd->allow_update;
+
+	log_debug("call %s: refreshing the %s side's session (%s)", c->id,
+		  side_names[side], update ? "UPDATE" : "re-INVITE");
+	/* the same SDP, version unchanged: nothing about the media changes */
+	if (send_offer(c, side, update ? sip_method_update : sip_method_invite, !update)) {
+		log_warn("call %s: cannot send a session refresh", c->id);
+		b2b_timer_arm(&sd->tmr_se, c->b2b, 1000, on_se, sd);
+	}
+}
+
+static void reply_offer(struct call *c, int side, nta_incoming_t *irq,
+			sip_method_t m, int status, const char *phrase, bool body)
+{
+	char cbuf[256], se[64];
+	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
+	bool timer = status < 300 && b2b_se_header(c, side, se, sizeof(se));
+
+	sipd_reply(c->b2b->sipd, irq, status, phrase,
+		   TAG_IF(status < 300 && contact, SIPTAG_CONTACT_STR(contact)),
+		   TAG_IF(timer, SIPTAG_SESSION_EXPIRES_STR(se)),
+		   TAG_IF(timer && c->side[side].timer_feature, SIPTAG_REQUIRE_STR("timer")),
+		   TAG_IF(status == 500, SIPTAG_RETRY_AFTER_STR("1")),
+		   TAG_IF(body, SIPTAG_CONTENT_TYPE_STR("application/sdp")),
+		   TAG_IF(body, SIPTAG_PAYLOAD_STR(side_sdp(c, side))),
+		   TAG_END());
+	(void)m;
+}
+
+/* The other side answered our relayed offer (or our refresh). */
+static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
+			 const sip_t *sip)
+{
+	struct side *to = (struct side *)magic;
+	struct call *c = to->call;
+	struct side *from = &c->side[!to->idx];
+	int status = sip && sip->sip_status ? sip->sip_status->st_status :
+		     nta_outgoing_status(orq);
+	bool relay = from->irq != NULL;
+	struct msdp_info ans;
+
+	memset(&ans, 0, sizeof(ans));
+
+	if (status < 200)
+		return 0;
+	c->in_callback = true;
+	if (status < 300 && to->orq_method == sip_method_invite)
+		b2b_leg_ack(b2b_side_dlg(c, to->idx), sip);
+	nta_outgoing_destroy(orq);
+	to->orq = NULL;
+	if (status < 300) {
+		b2b_se_response(c, to->idx, sip);
+		se_arm(to);
+		if (has_sdp(sip) &&
+		    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
+				c->conf->media.codecs, &ans)) {
+			if (!to->have_cur || ans.version != to->cur.version ||
+			    ans.sess_id != to->cur.sess_id)
+				apply_peer(c, to->idx, &ans);
+		}
+		else if (relay) {
+			log_warn("call %s: the %s side accepted an offer without a usable "
+				 "answer", c->id, side_names[to->idx]);
+			status = 488;
+		}
+	}
+	else if (!relay) {
+		/* a refresh failed: 491 retries soon, 408/481 mean the
+		   dialog is gone (RFC 4028 §10, RFC 5057) */
+		log_info("call %s: the %s side answered %d to a session refresh", c->id,
+			 side_names[to->idx], status);
+		if (status == 408 || status == 481) {
+			b2b_send_bye(c, b2b_side_dlg(c, from->idx));
+			b2b_send_bye(c, b2b_side_dlg(c, to->idx));
+			b2b_call_end(c, "answered");
+		}
+		else if (!c->ending) {
+			b2b_timer_arm(&to->tmr_se, c->b2b, status == 491 ? 1500 : 2000,
+				      on_se, to);
+		}
+	}
+	if (relay) {
+		if (status < 300) {
+			apply_peer(c, from->idx, &from->offer);
+			if (build_sdp(c, from->idx, from->offer.pt, from->offer.te_pt,
+				      ans.mode))
+				status = 500;
+		}
+		if (from->irq_method == sip_method_invite && status < 300)
+			from->ack_sdp = false;
+		reply_offer(c, from->idx, from->irq, from->irq_method, status,
+			    status == 488 ? "Not Acceptable Here" : NULL, status < 300);
+		nta_incoming_destroy(from->irq);
+		from->irq = NULL;
+		if (status < 300)
+			log_info("call %s: %s offer relayed (%s)", c->id,
+				 side_names[from->idx],
+				 from->offer.hold ? "hold" : "active");
+		if ((status == 408 || status == 481) && !c->ending) {
+			b2b_send_bye(c, b2b_side_dlg(c, from->idx));
+			b2b_send_bye(c, b2b_side_dlg(c, to->idx));
+			b2b_call_end(c, "answered");
+		}
+	}
+	c->in_callback = false;
+	b2b_call_maybe_free(c);
+	return 0;
+}
+
+/* A re-INVITE or UPDATE from side, after the call was answered. */
+static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *sip)
+{
+	struct side *sd = &c->side[side], *other = &c->side[!side];
+	sip_method_t m = sip->sip_request->rq_method;
+	struct msdp_info info;
+	int e;
+
+	if (sd->irq) {
+		/* RFC 3261 §14.2: an offer while its previous one is pending */
+		reply_offer(c, side, irq, m, 500, NULL, false);
+		return 500;
+	}
+	if (sd->orq || other->irq || other->orq) {
+		/* glare: our own offer (or a relayed one) is under way */
+		reply_offer(c, side, irq, m, SIP_491_REQUEST_PENDING, false);
+		return 491;
+	}
+	se_refreshed(sd, sip);
+	if (!has_sdp(sip)) {
+		/* a refresh, or an offerless re-INVITE: our current SDP is
+		   the offer and the ACK carries the answer */
+		sd->ack_sdp = m == sip_method_invite;
+		reply_offer(c, side, irq, m, SIP_200_OK, m == sip_method_invite);
+		return 200;
+	}
+	e = msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
+		       c->conf->media.codecs, &info);
+	if (e) {
+		reply_offer(c, side, irq, m, e == ENOTSUP ? 488 : 400,
+			    e == ENOTSUP ? "Not Acceptable Here" : "Bad SDP", false);
+		return e == ENOTSUP ? 488 : 400;
+	}
+	if (sd->have_cur && info.sess_id == sd->cur.sess_id &&
+	    info.version == sd->cur.version) {
+		/* RFC 3264 §8: the same version changes nothing */
+		reply_offer(c, side, irq, m, SIP_200_OK, true);
+		return 200;
+	}
+	sd->offer = info;
+	sd->irq = irq;
+	sd->irq_method = m;
+	if (build_sdp(c, !side, -1, !side == SIDE_IN ? c->in_sdp.te_pt : 101, info.mode) ||
+	    send_offer(c, !side, sip_method_invite, true)) {
+		sd->irq = NULL;
+		reply_offer(c, side, irq, m, SIP_500_INTERNAL_SERVER_ERROR, false);
+		return 500;
+	}
+	log_info("call %s: relaying a %s offer from the %s side", c->id,
+		 info.hold ? "hold" : "media", side_names[side]);
+	return 0;       /* answered when the other side answers */
+}
+
+/* Before the answer: an UPDATE from the caller changes only its own media. */
+static int early_offer(struct call *c, struct leg *l, nta_incoming_t *irq,
+		       const sip_t *sip)
+{
+	struct msdp_info info;
+	int side = l ? SIDE_OUT : SIDE_IN;
+
+	if (l == NULL && has_sdp(sip) &&
+	    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
+			c->conf->media.codecs, &info)) {
+		apply_peer(c, SIDE_IN, &info);
+		build_sdp(c, SIDE_IN, info.pt, info.te_pt, msdp_answer_mode(info.mode));
+	}
+	sipd_reply(c->b2b->sipd, irq, SIP_200_OK,
+		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
+		   SIPTAG_PAYLOAD_STR(side_sdp(c, side)), TAG_END());
+	return 200;
+}
+
+static void on_ack(struct call *c, int side, const sip_t *sip)
+{
+	struct side *sd = &c->side[side];
+	struct msdp_info info;
+
+	if (!sd->ack_sdp || !has_sdp(sip))
+		return;
+	sd->ack_sdp = false;
+	if (!msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
+			c->conf->media.codecs, &info))
+		apply_peer(c, side, &info);
+}
+
+/* Requests inside the caller's dialog (l NULL) or a branch's. */
+int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
+		  const sip_t *sip)
+{
+	sip_method_t m = sip->sip_request->rq_method;
+	bool answered = c->state == CALL_ANSWERED && c->winner &&
+			(l == NULL || l == c->winner);
+	int side = l ? SIDE_OUT : SIDE_IN;
+
+	sipd_count_request(sip);
+	switch (m) {
+	case sip_method_ack:
+		if (answered)
+			on_ack(c, side, sip);
+		return 0;
+	case sip_method_cancel:
+		/* a CANCEL that matched no INVITE transaction (RFC 3261 §9.2) */
+		sipd_reply(c->b2b->sipd, irq, SIP_481_NO_TRANSACTION, TAG_END());
+		return 481;
+	case sip_method_bye:
+		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
+		if (l == NULL && c->winner)
+			b2b_send_bye(c, c->winner->dlg);
+		else if (l != NULL && l == c->winner && c->in_dlg)
+			b2b_send_bye(c, c->in_dlg);
+		else if (l != NULL && l != c->winner)
+			return 200;     /* a lost branch hanging up: not the call */
+		b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "cancelled");
+		return 200;
+	case sip_method_invite:
+	case sip_method_update:
+		if (c->ending) {
+			sipd_reply(c->b2b->sipd, irq, SIP_481_NO_TRANSACTION, TAG_END());
+			return 481;
+		}
+		if (answered)
+			return on_offer(c, side, irq, sip);
+		return early_offer(c, l, irq, sip);
+	case sip_method_options:
+	case sip_method_info:
+		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
+		return 200;
+	default:
+		sipd_reply(c->b2b->sipd, irq, SIP_405_METHOD_NOT_ALLOWED, TAG_END());
+		return 405;
+	}
+}
+
+/* The call ends: pending offers are answered, timers stopped. */
+void b2b_side_cleanup(struct call *c)
+{
+	for (int i = 0; i < 2; i++) {
+		struct side *sd = &c->side[i];
+
+		b2b_timer_disarm(&sd->tmr_se);
+		if (sd->irq) {
+			sipd_reply(c->b2b->sipd, sd->irq, SIP_487_REQUEST_TERMINATED,
+				   TAG_END());
+			nta_incoming_destroy(sd->irq);
+			sd->irq = NULL;
+		}
+		if (sd->orq) {
+			nta_outgoing_destroy(sd->orq);
+			sd->orq = NULL;
+		}
+	}
+}
