@@ -270,8 +270,10 @@ static int send_offer(struct call *c, int side, sip_method_t method, bool body)
 
 	if (!dlg)
 		return -1;
+	/* whoever refreshes now keeps doing so: we are this request's UAC */
 	if (timer)
-		snprintf(se, sizeof(se), "%lu;refresher=uac", secs(sd->se_ms));
+		snprintf(se, sizeof(se), "%lu;refresher=%s", secs(sd->se_ms),
+			 sd->we_refresh ? "uac" : "uas");
 	sd->orq_method = method;
 	sd->orq = nta_outgoing_tcreate(dlg, side_response, (nta_outgoing_magic_t *)sd,
 				       NULL, method,

@@ -105,16 +105,22 @@ static int on_prack(nta_reliable_magic_t *rmagic, nta_reliable_t *rel,
  */
 static void provisional(struct call *c, int status, const char *phrase, bool sdp)
 {
+	char cbuf[256];
+	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
+
 	if (!c->in_irq || nta_incoming_status(c->in_irq) >= 200)
 		return;
+	/* a 1xx with a To tag opens an early dialog: Contact is a must */
 	if (c->caller_100rel &&
 	    nta_reliable_treply(c->in_irq, on_prack, NULL, status, phrase,
+				TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
 				TAG_IF(c->b2b->server, SIPTAG_SERVER_STR(c->b2b->server)),
 				TAG_IF(sdp, SIPTAG_CONTENT_TYPE_STR("application/sdp")),
 				TAG_IF(sdp, SIPTAG_PAYLOAD_STR(c->in_answer)),
 				TAG_END()))
 		return;
 	sipd_reply(c->b2b->sipd, c->in_irq, status, phrase,
+		   TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
 		   TAG_IF(sdp, SIPTAG_CONTENT_TYPE_STR("application/sdp")),
 		   TAG_IF(sdp, SIPTAG_PAYLOAD_STR(c->in_answer)), TAG_END());
 }
