@@ -142,7 +142,7 @@ void b2b_call_ringing(struct call *c, struct leg *l)
 /* An agent's own call: the far side's early media goes to the caller. */
 void b2b_call_progress(struct call *c)
 {
-	if (c->state >= CALL_ANSWERED || c->ending)
+	if (c->state >= CALL_ANSWERED || c->ending || c->late_offer)
 		return;
 	provisional(c, SIP_183_SESSION_PROGRESS, true);
 }
@@ -339,13 +339,36 @@ static int setup_dialog(struct call *c, nta_incoming_t *irq, const sip_t *sip)
 }
 
 /* Media for both sides and our answer to the caller's offer. 0 or a SIP status. */
+/*
+ * An INVITE without SDP (late offer, RFC 3261 §13.2.1): our offer goes in
+ * the 200 and the caller's answer in its ACK; until then the caller's port
+ * has no peer, so no greeting can play.
+ */
+static int late_offer(struct call *c)
+{
+	int pts[2], npts = 0;
+
+	if (media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in) ||
+	    media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))
+		return 503;
+	for (size_t i = 0; i < c->conf->media.ncodecs && npts < 2; i++)
+		pts[npts++] = c->conf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
+	c->in_sdp.te_pt = 101;
+	c->late_offer = true;
+	c->side[SIDE_IN].ack_sdp = true;
+	if (msdp_build(c->in_answer, sizeof(c->in_answer), c->conf->media.ip,
+		       c->port_in, pts, (size_t)npts, 101, MSDP_SENDRECV, c->sess_id, 1) < 0)
+		return 500;
+	return 0;
+}
+
 static int setup_media(struct call *c, const sip_t *sip)
 {
 	struct media_peer peer = { .te_pt = -1 };
 	int pt;
 
-	if (!sip->sip_payload)
-		return 488;     /* offerless INVITEs are not supported yet */
+	if (!sip->sip_payload || !sip->sip_payload->pl_len)
+		return late_offer(c);
 	switch (msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 			   c->conf->media.codecs, &c->in_sdp)) {
 	case 0: break;
@@ -376,9 +399,12 @@ static void start_early(struct call *c)
 {
 	struct media_prompt *greet = NULL;
 
-	if (*c->set.greeting)
+	if (*c->set.greeting && !c->late_offer)
 		greet = c->b2b->greeting;
-	provisional(c, SIP_183_SESSION_PROGRESS, true);
+	/* an offer may not go in an unreliable 1xx: a late-offer caller
+	   waits in silence until the 200 */
+	if (!c->late_offer)
+		provisional(c, SIP_183_SESSION_PROGRESS, true);
 	media_ep_play(c->b2b->media, c->ep_in, greet,
 		      strcmp(c->set.ringback, "none") ? c->b2b->ringback : NULL);
 	c->state = CALL_EARLY;

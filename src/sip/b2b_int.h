@@ -123,6 +123,7 @@ struct call {
 	bool sent_180;
 	bool early_relay;               /* a branch's early media is bridged */
 	bool caller_100rel;             /* Require: 100rel: 1xx go reliably */
+	bool late_offer;                /* INVITE without SDP: ours goes in the 200 */
 	struct side side[2];
 
 	su_timer_t *tmr_fork, *tmr_greeting, *tmr_lookup, *tmr_free;
