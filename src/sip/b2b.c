@@ -401,6 +401,7 @@ static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
 				      SIPTAG_CONTENT_TYPE_STR("application/sdp"),
 				      SIPTAG_PAYLOAD_STR(c->out_offer),
 				      SIPTAG_HEADER_STR(xid),
+				      TAG_IF(*c->carry, SIPTAG_HEADER_STR(c->carry)),
 				      TAG_IF(c->b2b->server, SIPTAG_USER_AGENT_STR(c->b2b->server)),
 				      TAG_END());
 	return l->orq ? 0 : EIO;

@@ -285,6 +285,33 @@ static void on_greeting_min(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *a
 
 /* ---- a new INVITE ----------------------------------------------------------------- */
 
+/*
+ * Diversion (RFC 5806) and History-Info (RFC 7044) tell the branches why
+ * the call came: a B2BUA passes them on, one header line each. Lines that
+ * do not fit whole are left out.
+ */
+static void carry_headers(struct call *c, const sip_t *sip)
+{
+	size_t off = 0;
+
+	for (const sip_unknown_t *u = sip->sip_unknown; u; u = u->un_next) {
+		int n;
+
+		if (!u->un_name || !u->un_value ||
+		    (strcasecmp(u->un_name, "Diversion") &&
+		     strcasecmp(u->un_name, "History-Info")) ||
+		    strpbrk(u->un_value, "\r\n"))
+			continue;
+		n = snprintf(c->carry + off, sizeof(c->carry) - off, "%s%s: %s",
+			     off ? "\r\n" : "", u->un_name, u->un_value);
+		if (n < 0 || (size_t)n >= sizeof(c->carry) - off) {
+			c->carry[off] = '\0';
+			break;
+		}
+		off += (size_t)n;
+	}
+}
+
 static struct call *call_new(struct b2b *b, const sip_t *sip, enum route_direction dir)
 {
 	struct call *c = calloc(1, sizeof(*c));
@@ -316,6 +343,7 @@ static struct call *call_new(struct b2b *b, const sip_t *sip, enum route_directi
 		 sip->sip_request->rq_url->url_user ? sip->sip_request->rq_url->url_user :
 		 sip->sip_to->a_url->url_user ? sip->sip_to->a_url->url_user : "");
 	snprintf(c->did, sizeof(c->did), "%s", dir == ROUTE_INBOUND ? c->to : "");
+	carry_headers(c, sip);
 	route_settings(c->conf, dir == ROUTE_INBOUND ? c->did : NULL, &c->set);
 	return c;
 }

@@ -96,6 +96,7 @@ struct call {
 	char from[64], from_name[64], to[64], did[64];
 	char from_host[128];            /* From host on the branches */
 	char caller_agent[33];          /* internal and outbound: who called */
+	char carry[768];                /* Diversion/History-Info lines for the branches */
 	struct conf *conf;
 	struct route_settings set;
 	struct route_plan plan;
