@@ -182,7 +182,6 @@ static void leg_answered(struct leg *l, const sip_t *sip)
 {
 	struct call *c = l->call;
 	struct msdp_info info;
-	struct media_peer peer = { .te_pt = -1 };
 
 	leg_send_ack(l, sip);
 	if (c->winner || c->state >= CALL_ANSWERED) {
@@ -196,15 +195,7 @@ static void leg_answered(struct leg *l, const sip_t *sip)
 		send_bye(c, l->dlg);
 		return;
 	}
-	memcpy(&peer.rtp, &info.rtp, sizeof(peer.rtp));
-	memcpy(&peer.rtcp, &info.rtcp, sizeof(peer.rtcp));
-	peer.codec = info.pt == 8 ? MEDIA_PCMA : MEDIA_PCMU;
-	peer.pt = info.pt;
-	peer.te_pt = info.te_pt;
-	peer.sendrecv = !info.hold;
-	media_ep_set_peer(c->b2b->media, c->ep_out, &peer);
-	c->side[SIDE_OUT].cur = info;
-	c->side[SIDE_OUT].have_cur = true;
+	b2b_apply_peer(c, SIDE_OUT, &info);
 	b2b_se_response(c, SIDE_OUT, sip);
 	c->winner = l;
 	l->answered_ms = clk_wall_ms();
@@ -263,19 +254,12 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 static void leg_early(struct call *c, struct leg *l, const sip_t *sip)
 {
 	struct msdp_info info;
-	struct media_peer peer = { .te_pt = -1 };
 
 	if (c->dir != ROUTE_INBOUND && !c->early_relay && sip->sip_payload &&
 	    sip->sip_status->st_status != 199 && c->state < CALL_ANSWERED &&
 	    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 			c->conf->media.codecs, &info)) {
-		memcpy(&peer.rtp, &info.rtp, sizeof(peer.rtp));
-		memcpy(&peer.rtcp, &info.rtcp, sizeof(peer.rtcp));
-		peer.codec = info.pt == 8 ? MEDIA_PCMA : MEDIA_PCMU;
-		peer.pt = info.pt;
-		peer.te_pt = info.te_pt;
-		peer.sendrecv = !info.hold;
-		media_ep_set_peer(c->b2b->media, c->ep_out, &peer);
+		b2b_apply_peer(c, SIDE_OUT, &info);
 		media_bridge(c->b2b->media, c->ep_in, c->ep_out);
 		c->early_relay = true;
 		l->early_media = true;
@@ -411,15 +395,9 @@ static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
 static int leg_invite(struct call *c, struct leg *l)
 {
 	char from[320], to[400];
-	int pts[2], npts = 0;
 
-	for (size_t i = 0; i < c->conf->media.ncodecs; i++)
-		pts[npts++] = c->conf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
 	/* every branch is offered the same relay port: build the SDP once */
-	if (!*c->out_offer &&
-	    msdp_build(c->out_offer, sizeof(c->out_offer), c->conf->media.ip,
-		       c->port_out, pts, (size_t)npts, 101, MSDP_SENDRECV,
-		       c->sess_id, 1) < 0)
+	if (!*c->out_offer && b2b_build_sdp(c, SIDE_OUT, -1, 101, MSDP_SENDRECV))
 		return EINVAL;
 	snprintf(from, sizeof(from), "%s%s%s<sip:%s@%s>", *c->from_name ? "\"" : "",
 		 c->from_name, *c->from_name ? "\" " : "", *c->from ? c->from : "anonymous",

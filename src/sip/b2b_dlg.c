@@ -67,7 +67,8 @@ static uint16_t side_port(const struct call *c, int side)
 	return side == SIDE_IN ? c->port_in : c->port_out;
 }
 
-static void apply_peer(struct call *c, int side, const struct msdp_info *info)
+/* Points side's relay port at what its SDP says and records it. */
+void b2b_apply_peer(struct call *c, int side, const struct msdp_info *info)
 {
 	struct media_peer peer = { .te_pt = -1 };
 
@@ -87,8 +88,8 @@ static void apply_peer(struct call *c, int side, const struct msdp_info *info)
  * answer (answer_pt >= 0) the one the offer chose. The direction is passed
  * through unchanged: sipcrm stands in for the other side.
  */
-static int build_sdp(struct call *c, int side, int answer_pt, int te_pt,
-		     enum msdp_mode mode)
+int b2b_build_sdp(struct call *c, int side, int answer_pt, int te_pt,
+		  enum msdp_mode mode)
 {
 	const struct conf *cf = c->conf;
 	int pts[2], npts = 0;
@@ -349,7 +350,7 @@ static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 				c->conf->media.codecs, &ans)) {
 			if (!to->have_cur || ans.version != to->cur.version ||
 			    ans.sess_id != to->cur.sess_id)
-				apply_peer(c, to->idx, &ans);
+				b2b_apply_peer(c, to->idx, &ans);
 		}
 		else if (relay) {
 			log_warn("call %s: the %s side accepted an offer without a usable "
@@ -374,8 +375,8 @@ static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	}
 	if (relay) {
 		if (status < 300) {
-			apply_peer(c, from->idx, &from->offer);
-			if (build_sdp(c, from->idx, from->offer.pt, from->offer.te_pt,
+			b2b_apply_peer(c, from->idx, &from->offer);
+			if (b2b_build_sdp(c, from->idx, from->offer.pt, from->offer.te_pt,
 				      ans.mode))
 				status = 500;
 		}
@@ -442,7 +443,7 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 	sd->offer = info;
 	sd->irq = irq;
 	sd->irq_method = m;
-	if (build_sdp(c, !side, -1, !side == SIDE_IN ? c->in_sdp.te_pt : 101, info.mode) ||
+	if (b2b_build_sdp(c, !side, -1, !side == SIDE_IN ? c->in_sdp.te_pt : 101, info.mode) ||
 	    send_offer(c, !side, sip_method_invite, true)) {
 		sd->irq = NULL;
 		reply_offer(c, side, irq, m, SIP_500_INTERNAL_SERVER_ERROR, false);
@@ -463,8 +464,8 @@ static int early_offer(struct call *c, struct leg *l, nta_incoming_t *irq,
 	if (l == NULL && has_sdp(sip) &&
 	    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 			c->conf->media.codecs, &info)) {
-		apply_peer(c, SIDE_IN, &info);
-		build_sdp(c, SIDE_IN, info.pt, info.te_pt, msdp_answer_mode(info.mode));
+		b2b_apply_peer(c, SIDE_IN, &info);
+		b2b_build_sdp(c, SIDE_IN, info.pt, info.te_pt, msdp_answer_mode(info.mode));
 	}
 	sipd_reply(c->b2b->sipd, irq, SIP_200_OK,
 		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
@@ -482,7 +483,7 @@ static void on_ack(struct call *c, int side, const sip_t *sip)
 	sd->ack_sdp = false;
 	if (!msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 			c->conf->media.codecs, &info))
-		apply_peer(c, side, &info);
+		b2b_apply_peer(c, side, &info);
 }
 
 /* Requests inside the caller's dialog (l NULL) or a branch's. */

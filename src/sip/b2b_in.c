@@ -374,26 +374,17 @@ static int setup_dialog(struct call *c, nta_incoming_t *irq, const sip_t *sip)
  */
 static int late_offer(struct call *c)
 {
-	int pts[2], npts = 0;
-
 	if (media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in) ||
 	    media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))
 		return 503;
-	for (size_t i = 0; i < c->conf->media.ncodecs && npts < 2; i++)
-		pts[npts++] = c->conf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
 	c->in_sdp.te_pt = 101;
 	c->late_offer = true;
 	c->side[SIDE_IN].ack_sdp = true;
-	if (msdp_build(c->in_answer, sizeof(c->in_answer), c->conf->media.ip,
-		       c->port_in, pts, (size_t)npts, 101, MSDP_SENDRECV, c->sess_id, 1) < 0)
-		return 500;
-	return 0;
+	return b2b_build_sdp(c, SIDE_IN, -1, 101, MSDP_SENDRECV) ? 500 : 0;
 }
 
 static int setup_media(struct call *c, const sip_t *sip)
 {
-	struct media_peer peer = { .te_pt = -1 };
-	int pt;
 
 	if (!sip->sip_payload || !sip->sip_payload->pl_len)
 		return late_offer(c);
@@ -406,21 +397,9 @@ static int setup_media(struct call *c, const sip_t *sip)
 	if (media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in) ||
 	    media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))
 		return 503;
-	memcpy(&peer.rtp, &c->in_sdp.rtp, sizeof(peer.rtp));
-	memcpy(&peer.rtcp, &c->in_sdp.rtcp, sizeof(peer.rtcp));
-	peer.codec = c->in_sdp.pt == 8 ? MEDIA_PCMA : MEDIA_PCMU;
-	peer.pt = c->in_sdp.pt;
-	peer.te_pt = c->in_sdp.te_pt;
-	peer.sendrecv = !c->in_sdp.hold;
-	media_ep_set_peer(c->b2b->media, c->ep_in, &peer);
-	c->side[SIDE_IN].cur = c->in_sdp;
-	c->side[SIDE_IN].have_cur = true;
-	pt = c->in_sdp.pt;
-	if (msdp_build(c->in_answer, sizeof(c->in_answer), c->conf->media.ip,
-		       c->port_in, &pt, 1, c->in_sdp.te_pt,
-		       msdp_answer_mode(c->in_sdp.mode), c->sess_id, 1) < 0)
-		return 500;
-	return 0;
+	b2b_apply_peer(c, SIDE_IN, &c->in_sdp);
+	return b2b_build_sdp(c, SIDE_IN, c->in_sdp.pt, c->in_sdp.te_pt,
+			     msdp_answer_mode(c->in_sdp.mode)) ? 500 : 0;
 }
 
 static void start_early(struct call *c)

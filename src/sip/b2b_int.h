@@ -161,6 +161,9 @@ void b2b_se_start(struct call *c, int side);
 int b2b_se_header(const struct call *c, int side, char *buf, size_t sz);
 void b2b_side_cleanup(struct call *c);
 nta_leg_t *b2b_side_dlg(const struct call *c, int side);
+void b2b_apply_peer(struct call *c, int side, const struct msdp_info *info);
+int b2b_build_sdp(struct call *c, int side, int answer_pt, int te_pt,
+		  enum msdp_mode mode);
 void b2b_leg_ack(nta_leg_t *dlg, const sip_t *sip);
 
 /* b2b_in.c */
