@@ -427,24 +427,6 @@ static void start_early(struct call *c)
 	}
 }
 
-/* An option tag of Require we do not know, or NULL (RFC 3261 §8.2.2.3). */
-static const char *unsupported(const sip_t *sip)
-{
-	static const char *const known[] = { "100rel", "timer", "replaces" };
-
-	for (const char *const *k = sip->sip_require ? sip->sip_require->k_items : NULL;
-	     k && *k; k++) {
-		size_t i;
-
-		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			if (!strcasecmp(*k, known[i]))
-				break;
-		if (i == sizeof(known) / sizeof(known[0]))
-			return *k;
-	}
-	return NULL;
-}
-
 /*
  * What every call does with its INVITE: checks the extensions it requires
  * and its session interval, sends 100, creates the caller's dialog and the
@@ -454,7 +436,7 @@ static struct call *call_start(struct b2b *b, nta_incoming_t *irq, const sip_t *
 			       enum route_direction dir)
 {
 	struct call *c;
-	const char *bad = unsupported(sip);
+	const char *bad = sipd_unsupported(sip);
 	int status;
 
 	if (bad) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,9 +159,41 @@ static int answer_options(struct sipd *s, nta_incoming_t *irq)
 	return 200;
 }
 
+const char *sipd_unsupported(const sip_t *sip)
+{
+	static const char *const known[] = { "100rel", "timer", "replaces" };
+
+	for (const char *const *k = sip->sip_require ? sip->sip_require->k_items : NULL;
+	     k && *k; k++) {
+		size_t i;
+
+		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			if (!strcasecmp(*k, known[i]))
+				break;
+		if (i == sizeof(known) / sizeof(known[0]))
+			return *k;
+	}
+	return NULL;
+}
+
 static int dispatch(struct sipd *s, nta_incoming_t *irq, const sip_t *sip)
 {
 	sip_method_t m = sip->sip_request->rq_method;
+	const url_t *ru = sip->sip_request->rq_url;
+	const char *bad;
+
+	/* RFC 3261 §8.2.2.1 and §8.2.2.3, before any method looks at it */
+	if (ru->url_type != url_sip && ru->url_type != url_sips &&
+	    ru->url_type != url_tel) {
+		sipd_reply(s, irq, SIP_416_UNSUPPORTED_URI, TAG_END());
+		return 416;
+	}
+	bad = m != sip_method_cancel ? sipd_unsupported(sip) : NULL;
+	if (bad) {
+		sipd_reply(s, irq, SIP_420_BAD_EXTENSION, SIPTAG_UNSUPPORTED_STR(bad),
+			   TAG_END());
+		return 420;
+	}
 
 	if ((unsigned)m < NMETHODS && s->handlers[m].h)
 		return s->handlers[m].h(s->handlers[m].arg, irq, sip);

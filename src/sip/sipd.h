@@ -64,6 +64,9 @@ const char *sipd_source_str(nta_incoming_t *irq, char *buf, size_t sz);
 /* Counts one request of this method in the metrics. */
 void sipd_count_request(const sip_t *sip);
 
+/* An option tag of Require that sipcrm does not know, or NULL. */
+const char *sipd_unsupported(const sip_t *sip);
+
 #define SIPD_ALLOW "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, " \
 		   "NOTIFY, INFO, UPDATE, PRACK, SUBSCRIBE"
 
