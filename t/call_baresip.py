@@ -147,7 +147,7 @@ class RtpPeer(threading.Thread):
 # ---- sipcrmd, the CRM, baresip ----------------------------------------------------------
 
 crm = CrmEmulator()
-crm.responsible[CALLER] = {"id": "42", "name": "Ivan Petrov"}
+crm.responsible["+" + CALLER] = {"id": "42", "name": "Ivan Petrov"}
 d = Daemon(t)
 conf = d.base_conf()
 conf = conf.replace("domain = sipcrm.test\n", "domain = sipcrm.test\ndigest_algorithms = MD5\n")
@@ -224,7 +224,7 @@ if not t.ok(call is not None, "the call reaches baresip and is answered (the cal
     t.diag(blog())
     t.diag(open(uac_out, errors="replace").read()[-2000:])
 call_id = call["call_id"] if call else "none"
-t.ok(any(q.get("phone") == CALLER for _, q, _ in crm.lookups),
+t.ok(any(q.get("phone") == "+" + CALLER for _, q, _ in crm.lookups),
      "the CRM was asked who is responsible for the caller", crm.lookups)
 t.eq(call and call.get("agent"), "101", "the answering agent is 101")
 t.ok(rtp.peer is not None, "the caller got early RTP from sipcrmd's relay port (greeting)",

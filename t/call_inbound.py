@@ -116,7 +116,8 @@ t.eq(len(rows), 1, "one CDR row")
 if rows:
     r = rows[0]
     t.eq(r.get("disposition"), "answered", "disposition answered")
-    t.eq((r.get("from"), r.get("did")), ("79161234567", "74951234567"), "caller and DID in the CDR")
+    t.eq((r.get("from"), r.get("did")), ("+79161234567", "+74951234567"),
+         "caller and DID in the CDR, in E.164")
     t.eq(len(r.get("legs", [])), 1, "one leg tried")
     t.ok(r.get("legs") and r["legs"][0]["result"] == 200 and "pbx@" in r["legs"][0]["target"],
          "the leg is the fallback with 200", r.get("legs"))

@@ -41,7 +41,7 @@ t.ok(all(ok for _, ok in rtts), "every OPTIONS answered 200")
 worst = max(r for r, _ in rtts) if rtts else 9
 t.ok(worst < 0.1, "no OPTIONS delayed by the pending lookup: worst %.1f ms" % (worst * 1000))
 q = crm.lookups[0][1] if crm.lookups else {}
-t.eq(q.get("phone"), "79161234567", "lookup carries the caller's number")
+t.eq(q.get("phone"), "+79161234567", "lookup carries the caller's number in E.164")
 t.eq(crm.lookups[0][2] if crm.lookups else None, "Bearer crm-secret", "lookup carries the Bearer token")
 c.close()
 t.eq(d.stop(), 0, "SIGTERM exits 0")

@@ -15,7 +15,7 @@ from crm_emulator import CrmEmulator
 
 t = Tap()
 crm = CrmEmulator()
-crm.responsible["79161234567"] = {"id": "42", "name": "Ivan Petrov"}
+crm.responsible["+79161234567"] = {"id": "42", "name": "Ivan Petrov"}
 d = Daemon(t)
 pbx = free_port()
 d.write_conf(d.base_conf().replace("domain = sipcrm.test\n",
@@ -62,7 +62,8 @@ t.eq(r.get("first_agent"), "101", "CDR first_agent is the responsible agent")
 t.eq(r.get("last_agent"), "101", "CDR last_agent too")
 t.ok(r.get("legs") and ("127.0.0.1:%d" % dev) in r["legs"][0]["target"],
      "the leg went to the registered contact", r.get("legs"))
-t.eq(crm.lookups[-1][1].get("did") if crm.lookups else None, "74951234567", "lookup carried the DID")
+t.eq(crm.lookups[-1][1].get("did") if crm.lookups else None, "+74951234567",
+     "lookup carried the DID (E.164)")
 
 # Contact: * removes everything
 c = SipClient(d.sip_port)

@@ -62,14 +62,17 @@ void b2b_new_id(char id[40])
 	id[32] = '\0';
 }
 
+/* Our Contact, in <> so that URI parameters (;transport=) stay in the URI. */
 const char *b2b_contact(const struct call *c, char *buf, size_t sz)
 {
 	const sip_contact_t *m = nta_agent_contact(sipd_agent(c->b2b->sipd));
-	issize_t n = m ? url_e(buf, sz, m->m_url) : -1;
+	issize_t n = m && sz > 3 ? url_e(buf + 1, sz - 2, m->m_url) : -1;
 
-	if (n <= 0 || (size_t)n >= sz)
+	if (n <= 0 || (size_t)n + 3 > sz)
 		return NULL;
-	buf[n] = '\0';
+	buf[0] = '<';
+	buf[n + 1] = '>';
+	buf[n + 2] = '\0';
 	return buf;
 }
 

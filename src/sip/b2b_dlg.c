@@ -414,19 +414,21 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 		reply_offer(c, side, irq, m, 500, NULL, false);
 		return 500;
 	}
+	if (!has_sdp(sip) && !(m == sip_method_invite && sd->orq)) {
+		/* a refresh (UPDATE without SDP is no offer, whatever the
+		   other side does), or an offerless re-INVITE: our current
+		   SDP is the offer and the ACK carries the answer */
+		se_refreshed(sd, sip);
+		sd->ack_sdp = m == sip_method_invite;
+		reply_offer(c, side, irq, m, SIP_200_OK, m == sip_method_invite);
+		return 200;
+	}
 	if (sd->orq || other->irq || other->orq) {
 		/* glare: our own offer (or a relayed one) is under way */
 		reply_offer(c, side, irq, m, SIP_491_REQUEST_PENDING, false);
 		return 491;
 	}
 	se_refreshed(sd, sip);
-	if (!has_sdp(sip)) {
-		/* a refresh, or an offerless re-INVITE: our current SDP is
-		   the offer and the ACK carries the answer */
-		sd->ack_sdp = m == sip_method_invite;
-		reply_offer(c, side, irq, m, SIP_200_OK, m == sip_method_invite);
-		return 200;
-	}
 	e = msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 		       c->conf->media.codecs, &info);
 	if (e) {

@@ -23,6 +23,7 @@
 #include "conf.h"
 #include "hmap.h"
 #include "metrics.h"
+#include "crm/normalize.h"
 #include "sip/b2b.h"
 #include "sip/b2b_int.h"
 #include "sip/registrar.h"
@@ -285,6 +286,15 @@ static void on_greeting_min(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *a
 
 /* ---- a new INVITE ----------------------------------------------------------------- */
 
+/* Rewrites num in E.164 when it is a phone number; leaves it otherwise. */
+static void e164(char *num, size_t sz, const char *country_code)
+{
+	char out[CRM_E164_SIZE];
+
+	if (crm_normalize(num, country_code, out, sizeof(out)) == 0)
+		snprintf(num, sz, "%s", out);
+}
+
 /*
  * Diversion (RFC 5806) and History-Info (RFC 7044) tell the branches why
  * the call came: a B2BUA passes them on, one header line each. Lines that
@@ -342,7 +352,12 @@ static struct call *call_new(struct b2b *b, const sip_t *sip, enum route_directi
 	snprintf(c->to, sizeof(c->to), "%s",
 		 sip->sip_request->rq_url->url_user ? sip->sip_request->rq_url->url_user :
 		 sip->sip_to->a_url->url_user ? sip->sip_to->a_url->url_user : "");
-	snprintf(c->did, sizeof(c->did), "%s", dir == ROUTE_INBOUND ? c->to : "");
+	if (dir == ROUTE_INBOUND) {
+		/* the CRM, the DID sections and the CDR speak E.164 */
+		e164(c->from, sizeof(c->from), c->conf->crm.country_code);
+		e164(c->to, sizeof(c->to), c->conf->crm.country_code);
+		snprintf(c->did, sizeof(c->did), "%s", c->to);
+	}
 	carry_headers(c, sip);
 	route_settings(c->conf, dir == ROUTE_INBOUND ? c->did : NULL, &c->set);
 	return c;
