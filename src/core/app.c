@@ -106,6 +106,7 @@ int app_start(struct app *app, su_root_t *root, struct conf *conf,
 	api_route(app->api, "POST", "/api/v1/reload", true, api_reload_h, app);
 	reg_api_register(app->reg, app->api);
 	b2b_api_register(app->b2b, app->api);
+	crm_api_register(app->crm, app->api);
 	log_info("sipcrmd %s started, config %s", PACKAGE_VERSION, conf_path);
 	return 0;
 }

@@ -43,6 +43,10 @@ static const char *const migrations[] = {
 	" target TEXT NOT NULL, agent TEXT, result INTEGER NOT NULL,"
 	" started INTEGER NOT NULL, answered INTEGER, ended INTEGER,"
 	" PRIMARY KEY (call_id, idx));",
+	/* 4: CRM lookup cache (result as JSON, expires in Unix ms) */
+	"CREATE TABLE crm_cache (phone TEXT NOT NULL, did TEXT NOT NULL,"
+	" result TEXT NOT NULL, expires INTEGER NOT NULL,"
+	" PRIMARY KEY (phone, did));",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

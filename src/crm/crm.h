@@ -27,6 +27,7 @@ struct crm_result {
 	char contact_url[256];
 	char responsible_id[64];        /* the CRM's user id, "" if none */
 	char responsible_ext[33];       /* the extension, as given or mapped */
+	char given_ext[33];             /* responsible.extension as the CRM sent it */
 	const char *cause;              /* failures: "timeout", "http_500", ... */
 };
 
@@ -46,5 +47,15 @@ int crm_lookup(struct crm_lookup **lp, struct crm *c, const char *phone,
 	       const char *did, const char *call_id, crm_lookup_h *cb, void *arg);
 /* No callback after this. NULL safe; returns NULL. */
 struct crm_lookup *crm_lookup_cancel(struct crm_lookup *l);
+/*
+ * No callback after this either, but the request runs to its end so that
+ * a late answer still fills the cache (the lookup deadline passed).
+ * NULL safe; returns NULL.
+ */
+struct crm_lookup *crm_lookup_detach(struct crm_lookup *l);
+
+struct api;
+/* Adds POST /api/v1/crm/generic (cache invalidation). */
+int crm_api_register(struct crm *c, struct api *api);
 
 #endif

@@ -266,7 +266,8 @@ static void on_lookup_deadline(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t
 	(void)m;
 	(void)t;
 	log_warn("call %s: CRM lookup over its deadline, routing as unknown", c->id);
-	c->lookup = crm_lookup_cancel(c->lookup);
+	/* a late answer is still cached for the caller's next call */
+	c->lookup = crm_lookup_detach(c->lookup);
 	memset(&c->lres, 0, sizeof(c->lres));
 	c->lres.status = CRM_FAILED;
 	c->lres.cause = "deadline";

@@ -9,9 +9,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class CrmEmulator:
+    # failure modes for lookups: None (answer), "500", "garbage" (200 with a
+    # body that is not JSON), "huge" (200 with 2 MiB), "hang" (no answer for
+    # 10 s), "drip" (200, then a byte every 0.2 s), "close" (no answer at all)
+    MODES = (None, "500", "garbage", "huge", "hang", "drip", "close")
+
     def __init__(self, secret="crm-secret", delay=0.0):
         self.secret = secret
         self.delay = delay
+        self.mode = None
         self.responsible = {}           # phone -> {"id":..., "extension":...}
         self.lookups = []               # (time, query dict, auth header)
         self.events = []
@@ -27,6 +33,8 @@ class CrmEmulator:
                 emu.lookups.append((time.time(), q, self.headers.get("Authorization")))
                 if emu.delay:
                     time.sleep(emu.delay)
+                if emu.mode and self.failure(emu.mode):
+                    return
                 r = emu.responsible.get(q.get("phone", ""))
                 if r is None:
                     self.send_response(404)
@@ -40,6 +48,38 @@ class CrmEmulator:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def failure(self, mode):
+                try:
+                    if mode == "close":
+                        self.close_connection = True
+                        return True
+                    if mode == "hang":
+                        time.sleep(10)
+                        return True
+                    if mode == "500":
+                        self.send_response(500)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return True
+                    body = {"garbage": b"{not json", "huge": b"x" * (2 << 20),
+                            "drip": b"{" + b" " * 100}.get(mode)
+                    if body is None:
+                        return False
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if mode == "drip":
+                        for i in range(len(body)):
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    else:
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                return True
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
