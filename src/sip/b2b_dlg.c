@@ -500,8 +500,11 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 	sipd_count_request(sip);
 	switch (m) {
 	case sip_method_ack:
+		/* nothing answers an ACK, so nothing else frees its
+		   transaction: left alone it stays in nta's queues forever */
 		if (answered)
 			on_ack(c, side, sip);
+		nta_incoming_destroy(irq);
 		return 0;
 	case sip_method_cancel:
 		/* a CANCEL that matched no INVITE transaction (RFC 3261 §9.2) */
