@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -337,6 +339,49 @@ static int add_listeners(struct sipd *s, const struct conf *c,
 	return 0;
 }
 
+/* Whether a bound UDP socket is one of our listeners (port 0: any port). */
+static bool is_listener(const struct conf *c, const struct sockaddr_storage *ss)
+{
+	uint16_t port = ss->ss_family == AF_INET ?
+			ntohs(((const struct sockaddr_in *)ss)->sin_port) :
+			ss->ss_family == AF_INET6 ?
+			ntohs(((const struct sockaddr_in6 *)ss)->sin6_port) : 0;
+
+	for (size_t i = 0; i < c->sip.nlisten; i++)
+		if (c->sip.listen[i].tp == CONF_TP_UDP &&
+		    (c->sip.listen[i].port == 0 || c->sip.listen[i].port == port))
+			return port != 0;
+	return false;
+}
+
+/*
+ * The kernel's default UDP receive buffer (about 200 KB) overflows in a
+ * burst of a few hundred messages, and a lost 200 costs a whole call.
+ * sofia-sip offers no tag for it, so our UDP listeners are found by their
+ * bound address right after they are opened, and given 4 MiB.
+ */
+static void raise_rcvbuf(const struct conf *c)
+{
+	int want = 4 << 20;
+	long max = sysconf(_SC_OPEN_MAX);
+
+	for (int fd = 3; fd < (max > 0 && max < 4096 ? max : 4096); fd++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int type;
+		socklen_t tl = sizeof(type);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_DGRAM ||
+		    getsockname(fd, (struct sockaddr *)&ss, &len) || !is_listener(c, &ss))
+			continue;
+		/* FORCE passes rmem_max when we may (root); else the capped value */
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) &&
+		    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want)))
+			log_warn("cannot raise a SIP socket's receive buffer: %s",
+				 strerror(errno));
+	}
+}
+
 int sipd_alloc(struct sipd **sp, su_root_t *root, const struct conf *conf,
 	       char *err, size_t errsz)
 {
@@ -362,6 +407,7 @@ int sipd_alloc(struct sipd **sp, su_root_t *root, const struct conf *conf,
 	e = add_listeners(s, conf, err, errsz);
 	if (e)
 		goto out;
+	raise_rcvbuf(conf);
 	sipd_reload(s, conf);
 out:
 	if (e) {
