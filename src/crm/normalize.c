@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "hex.h"
 #include "crm/normalize.h"
 
 #define E164_MAX 15
@@ -62,23 +63,12 @@ struct e164 {
 	size_t n;
 };
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes one byte at p into *ch; returns how many bytes it took. */
 static size_t dec(const char *p, const char *end, int *ch)
 {
 	if (*p == '%' && end - p >= 3) {
-		int hi = hexval((unsigned char)p[1]);
-		int lo = hexval((unsigned char)p[2]);
+		int hi = hex_digit((unsigned char)p[1]);
+		int lo = hex_digit((unsigned char)p[2]);
 
 		if (hi >= 0 && lo >= 0) {
 			*ch = hi << 4 | lo;

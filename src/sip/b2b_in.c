@@ -42,41 +42,20 @@ void b2b_expand_ext(const char *tmpl, const char *ext, char *out, size_t sz)
 	snprintf(out, sz, "%.*s%s%s", (int)(p - tmpl), tmpl, ext, p + 5);
 }
 
+/* The host[:port][;params] part of a trunk's uri (sip:HOST or sip:user@HOST). */
+static const char *trunk_host(const char *uri)
+{
+	const char *at = strchr(uri, '@');
+
+	if (at)
+		return at + 1;
+	return uri + (strncasecmp(uri, "sips:", 5) ? 4 : 5);
+}
+
 void b2b_trunk_uri(const struct call *c, const char *number, char *out, size_t sz)
 {
-	const char *uri = c->conf->ntrunks ? c->conf->trunks[0].uri : "";
-	const char *host = strchr(uri, '@');
-
-	host = host ? host + 1 : uri + (strncasecmp(uri, "sips:", 5) ? 4 : 5);
-	snprintf(out, sz, "sip:%s@%s", number, host);
-}
-
-struct busy_ctx {
-	const char *ext;
-	const struct call *self;
-	bool busy;
-};
-
-static int busy_cb(const char *key, void *val, void *arg)
-{
-	struct busy_ctx *x = arg;
-	const struct call *c = val;
-
-	(void)key;
-	if (c == x->self || c->ending)
-		return 0;
-	if ((c->winner && !strcmp(c->winner->agent, x->ext)) ||
-	    !strcmp(c->caller_agent, x->ext))
-		x->busy = true;
-	return x->busy;
-}
-
-bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self)
-{
-	struct busy_ctx x = { ext, self, false };
-
-	hmap_apply(b->calls, busy_cb, &x);
-	return x.busy;
+	snprintf(out, sz, "sip:%s@%s", number,
+		 trunk_host(c->conf->ntrunks ? c->conf->trunks[0].uri : "sip:"));
 }
 
 static void reply_in(struct call *c, int status, const char *phrase,
@@ -553,9 +532,8 @@ static int agent_call(struct b2b *b, nta_incoming_t *irq, const sip_t *sip,
 	}
 	else {
 		const struct conf_trunk *t = &cf->trunks[0];
-		const char *host = strchr(t->uri, '@');
+		const char *host = trunk_host(t->uri);
 
-		host = host ? host + 1 : t->uri + (strncasecmp(t->uri, "sips:", 5) ? 4 : 5);
 		snprintf(c->from, sizeof(c->from), "%s",
 			 t->caller_id && *t->caller_id ? t->caller_id : ext);
 		c->from_name[0] = '\0';
@@ -587,9 +565,14 @@ static int on_invite(void *arg, nta_incoming_t *irq, const sip_t *sip)
 	return agent_call(b, irq, sip, ext);
 }
 
-/* "busy" while an agent talks (or calls), "ringing" while a branch rings it. */
+/*
+ * "busy" while an agent talks (or calls), "ringing" while a branch rings
+ * one of its phones, NULL otherwise. self, when set, is left out: the call
+ * asking whether its own agent is free.
+ */
 struct activity_ctx {
 	const char *ext;
+	const struct call *self;
 	const char *state;
 };
 
@@ -599,7 +582,7 @@ static int activity_cb(const char *key, void *val, void *arg)
 	const struct call *c = val;
 
 	(void)key;
-	if (c->ending)
+	if (c == x->self || c->ending)
 		return 0;
 	if ((c->winner && !strcmp(c->winner->agent, x->ext)) ||
 	    !strcmp(c->caller_agent, x->ext)) {
@@ -612,13 +595,24 @@ static int activity_cb(const char *key, void *val, void *arg)
 	return 0;
 }
 
-static const char *agent_activity(const char *ext, void *arg)
+static const char *activity(struct b2b *b, const char *ext, const struct call *self)
 {
-	struct b2b *b = arg;
-	struct activity_ctx x = { ext, NULL };
+	struct activity_ctx x = { ext, self, NULL };
 
 	hmap_apply(b->calls, activity_cb, &x);
 	return x.state;
+}
+
+bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self)
+{
+	const char *st = activity(b, ext, self);
+
+	return st && !strcmp(st, "busy");
+}
+
+static const char *agent_activity(const char *ext, void *arg)
+{
+	return activity(arg, ext, NULL);
 }
 
 /* ---- life cycle --------------------------------------------------------------------- */

@@ -40,6 +40,7 @@
 #include <openssl/rand.h>
 
 #include "digest.h"
+#include "hex.h"
 
 #define FIELD_MAX 256           /* longest parameter accepted from the wire */
 #define JOIN_MAX 1024           /* fits 3 fields of FIELD_MAX plus colons */
@@ -91,17 +92,6 @@ static bool opt_field_ok(const char *s)
 	return !s || strnlen(s, FIELD_MAX + 1) <= FIELD_MAX;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Copies n hex digits lowercased into out (n + 1 bytes); false if not hex. */
 static bool hex_lower(char *out, const char *s, size_t n)
 {
@@ -110,7 +100,7 @@ static bool hex_lower(char *out, const char *s, size_t n)
 	if (strnlen(s, n + 1) != n)
 		return false;
 	for (size_t i = 0; i < n; i++) {
-		int v = hexval(s[i]);
+		int v = hex_digit((unsigned char)s[i]);
 
 		if (v < 0)
 			return false;
