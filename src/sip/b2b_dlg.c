@@ -304,7 +304,7 @@ static void send_refresh(struct call *c, int side)
 }
 
 static void reply_offer(struct call *c, int side, nta_incoming_t *irq,
-			sip_method_t m, int status, const char *phrase, bool body)
+			int status, const char *phrase, bool body)
 {
 	char cbuf[256], se[64];
 	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
@@ -318,7 +318,6 @@ static void reply_offer(struct call *c, int side, nta_incoming_t *irq,
 		   TAG_IF(body, SIPTAG_CONTENT_TYPE_STR("application/sdp")),
 		   TAG_IF(body, SIPTAG_PAYLOAD_STR(side_sdp(c, side))),
 		   TAG_END());
-	(void)m;
 }
 
 /* The other side answered our relayed offer (or our refresh). */
@@ -382,7 +381,7 @@ static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 		}
 		if (from->irq_method == sip_method_invite && status < 300)
 			from->ack_sdp = false;
-		reply_offer(c, from->idx, from->irq, from->irq_method, status,
+		reply_offer(c, from->idx, from->irq, status,
 			    status == 488 ? "Not Acceptable Here" : NULL, status < 300);
 		nta_incoming_destroy(from->irq);
 		from->irq = NULL;
@@ -411,7 +410,7 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 
 	if (sd->irq) {
 		/* RFC 3261 §14.2: an offer while its previous one is pending */
-		reply_offer(c, side, irq, m, 500, NULL, false);
+		reply_offer(c, side, irq, 500, NULL, false);
 		return 500;
 	}
 	if (!has_sdp(sip) && !(m == sip_method_invite && sd->orq)) {
@@ -420,26 +419,26 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 		   SDP is the offer and the ACK carries the answer */
 		se_refreshed(sd, sip);
 		sd->ack_sdp = m == sip_method_invite;
-		reply_offer(c, side, irq, m, SIP_200_OK, m == sip_method_invite);
+		reply_offer(c, side, irq, SIP_200_OK, m == sip_method_invite);
 		return 200;
 	}
 	if (sd->orq || other->irq || other->orq) {
 		/* glare: our own offer (or a relayed one) is under way */
-		reply_offer(c, side, irq, m, SIP_491_REQUEST_PENDING, false);
+		reply_offer(c, side, irq, SIP_491_REQUEST_PENDING, false);
 		return 491;
 	}
 	se_refreshed(sd, sip);
 	e = msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 		       c->conf->media.codecs, &info);
 	if (e) {
-		reply_offer(c, side, irq, m, e == ENOTSUP ? 488 : 400,
+		reply_offer(c, side, irq, e == ENOTSUP ? 488 : 400,
 			    e == ENOTSUP ? "Not Acceptable Here" : "Bad SDP", false);
 		return e == ENOTSUP ? 488 : 400;
 	}
 	if (sd->have_cur && info.sess_id == sd->cur.sess_id &&
 	    info.version == sd->cur.version) {
 		/* RFC 3264 §8: the same version changes nothing */
-		reply_offer(c, side, irq, m, SIP_200_OK, true);
+		reply_offer(c, side, irq, SIP_200_OK, true);
 		return 200;
 	}
 	sd->offer = info;
@@ -448,7 +447,7 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 	if (b2b_build_sdp(c, !side, -1, !side == SIDE_IN ? c->in_sdp.te_pt : 101, info.mode) ||
 	    send_offer(c, !side, sip_method_invite, true)) {
 		sd->irq = NULL;
-		reply_offer(c, side, irq, m, SIP_500_INTERNAL_SERVER_ERROR, false);
+		reply_offer(c, side, irq, SIP_500_INTERNAL_SERVER_ERROR, false);
 		return 500;
 	}
 	log_info("call %s: relaying a %s offer from the %s side", c->id,
