@@ -21,6 +21,7 @@
 #include "media/media.h"
 #include "crm/crm.h"
 #include "http/api.h"
+#include "http/sse.h"
 
 static struct metric *m_reload_ok, *m_reload_err;
 
@@ -107,6 +108,12 @@ int app_start(struct app *app, su_root_t *root, struct conf *conf,
 	reg_api_register(app->reg, app->api);
 	b2b_api_register(app->b2b, app->api);
 	crm_api_register(app->crm, app->api);
+	e = sse_alloc(&app->sse, app->api, root);
+	if (e) {
+		snprintf(err, errsz, "cannot start the event stream: %s", strerror(e));
+		return e;
+	}
+	crm_on_event(app->crm, sse_publish, app->sse);
 	log_info("sipcrmd %s started, config %s", PACKAGE_VERSION, conf_path);
 	return 0;
 }
@@ -159,6 +166,9 @@ int app_reload(struct app *app)
 
 void app_stop(struct app *app)
 {
+	if (app->crm && app->sse)
+		crm_on_event(app->crm, NULL, app->sse);
+	app->sse = sse_free(app->sse);
 	app->api = api_free(app->api);
 	app->b2b = b2b_free(app->b2b);
 	app->crm = crm_free(app->crm);

@@ -14,6 +14,7 @@ struct db;
 struct httpc;
 struct sipd;
 struct api;
+struct sse;
 struct reg;
 struct media;
 struct crm;
@@ -26,6 +27,7 @@ struct app {
 	struct httpc *httpc;
 	struct sipd *sipd;
 	struct api *api;
+	struct sse *sse;
 	struct reg *reg;
 	struct media *media;
 	struct crm *crm;

@@ -161,6 +161,10 @@ static const struct opt opts[] = {
 	  "lookup results cached; 0 disables", NULL },
 	{ "crm", "country_code", T_DIGITS, C(crm.country_code), 0, "7",
 	  "for E.164 normalisation", NULL },
+	{ "crm", "event_retry", T_DUR, C(crm.event_retry_ms), 0, "24h",
+	  "how long an undelivered event is retried before it is kept as dead", NULL },
+	{ "crm", "event_backoff_max", T_DUR, C(crm.event_backoff_max_ms), 0, "5min",
+	  "the longest wait between two attempts to deliver an event", NULL },
 
 	{ "api", "listen", T_HOSTPORT, C(api.listen_host), C(api.listen_port),
 	  "127.0.0.1:8080", "HTTP API address", NULL },

@@ -139,6 +139,8 @@ struct conf {
 		char *secret;
 		int64_t cache_ms;
 		char *country_code;
+		int64_t event_retry_ms;
+		int64_t event_backoff_max_ms;
 	} crm;
 
 	struct {

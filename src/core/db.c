@@ -47,6 +47,12 @@ static const char *const migrations[] = {
 	"CREATE TABLE crm_cache (phone TEXT NOT NULL, did TEXT NOT NULL,"
 	" result TEXT NOT NULL, expires INTEGER NOT NULL,"
 	" PRIMARY KEY (phone, did));",
+	/* 5: the event outbox: undelivered events, in order per key */
+	"CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" okey TEXT NOT NULL, body TEXT NOT NULL, created INTEGER NOT NULL,"
+	" attempts INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0,"
+	" last_error TEXT);"
+	"CREATE INDEX outbox_pending ON outbox (dead, id);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -268,6 +274,16 @@ int db_flush(struct db *db)
 
 void db_on_commit(struct db *db, db_commit_h *h, void *arg)
 {
+	if (!h) {
+		for (size_t i = 0; i < db->nhooks; i++)
+			if (db->hooks[i].arg == arg) {
+				memmove(&db->hooks[i], &db->hooks[i + 1],
+					(db->nhooks - i - 1) * sizeof(db->hooks[0]));
+				db->nhooks--;
+				break;
+			}
+		return;
+	}
 	if (db->nhooks < MAX_HOOKS) {
 		db->hooks[db->nhooks].h = h;
 		db->hooks[db->nhooks++].arg = arg;

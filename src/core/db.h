@@ -39,7 +39,10 @@ void db_tx(struct db *db);
 /* Commits the pending transaction now. Returns 0 or EIO. */
 int db_flush(struct db *db);
 
-/* Runs after each successful commit (e.g. to wake the outbox sender). */
+/*
+ * Runs after each successful commit (e.g. to wake the outbox sender).
+ * h NULL removes the hook registered with arg.
+ */
 typedef void (db_commit_h)(void *arg);
 void db_on_commit(struct db *db, db_commit_h *h, void *arg);
 

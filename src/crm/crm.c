@@ -1,9 +1,15 @@
 /*
- * crm.c: CRM lookups. [crm] type = none answers "unknown" for everyone;
- * generic asks lookup_url (CONTRACT §4). Answers (known and unknown, not
- * failures) are cached in sqlite for [crm] cache, unknown ones for at most
- * a minute. The answer always comes from the event loop, never from
- * inside crm_lookup().
+ * crm.c: the CRM core. It runs lookups through the configured adapter
+ * (crm_int.h) and caches their answers, and it stamps, stores and
+ * publishes the call events that the adapters deliver.
+ *
+ * Lookups: answers (known and unknown, never failures) are cached in
+ * sqlite for [crm] cache, unknown ones for at most a minute. The answer
+ * always comes from the event loop, never from inside crm_lookup().
+ *
+ * Events: crm_event_emit() gives each event its id and time, hands its
+ * text to the listeners (SSE) and, when the adapter delivers events,
+ * stores it in the outbox (outbox.h) in the current transaction.
  */
 #include "config.h"
 
@@ -11,47 +17,70 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
 
 #define LOG_MODULE "crm"
 #include "log.h"
-#include <sqlite3.h>
-
 #include "clk.h"
 #include "conf.h"
 #include "db.h"
 #include "httpc.h"
 #include "metrics.h"
 #include "crm/crm.h"
+#include "crm/crm_int.h"
 #include "crm/normalize.h"
+#include "crm/outbox.h"
 #include "http/api.h"
 
 #define NEGATIVE_TTL_MS 60000   /* "unknown" is cached at most this long */
+#define MAX_LISTENERS   4
 
 struct crm {
 	su_root_t *root;
 	struct httpc *http;
 	struct db *db;
 	struct conf *conf;
+	const struct crm_adapter *ad;
+	struct outbox *outbox;
 	struct crm_lookup *detached;    /* running on after their deadline */
-};
-
-struct crm_lookup {
-	struct crm *crm;
-	crm_lookup_h *cb;               /* NULL once detached */
-	void *arg;
-	su_timer_t *tmr;                /* none and cache hits: next turn */
-	struct httpc_req *req;
-	struct crm_result res;
-	char phone[64], did[64];
-	int64_t started;
-	struct crm_lookup *next, **prevp;       /* on crm->detached */
+	struct {
+		crm_event_h *h;
+		void *arg;
+	} listeners[MAX_LISTENERS];
+	size_t nlisteners;
 };
 
 static struct metric *m_ok, *m_unknown, *m_failed, *m_hit, *m_unmapped;
 static struct metric_hist *m_latency;
+
+static const struct crm_adapter *adapter_for(int type)
+{
+	switch (type) {
+	case CONF_CRM_GENERIC: return &crm_adapter_generic;
+	case CONF_CRM_NONE: return &crm_adapter_none;
+	default: return NULL;
+	}
+}
+
+static void use_conf(struct crm *c, const struct conf *conf)
+{
+	const struct crm_adapter *ad = adapter_for(conf->crm.type);
+
+	if (!ad) {
+		log_warn("[crm] type %d has no adapter in this build: no lookups, "
+			 "no events delivered", conf->crm.type);
+		ad = &crm_adapter_none;
+	}
+	conf_deref(c->conf);
+	c->conf = conf_ref((struct conf *)conf);
+	c->ad = ad;
+}
 
 int crm_alloc(struct crm **cp, su_root_t *root, struct httpc *http,
 	      struct db *db, const struct conf *conf)
@@ -59,13 +88,14 @@ int crm_alloc(struct crm **cp, su_root_t *root, struct httpc *http,
 	static const double bounds[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 					 1, 1.5, 2.5, 5 };
 	struct crm *c = calloc(1, sizeof(*c));
+	int e = 0;
 
 	if (!c)
 		return ENOMEM;
 	c->root = root;
 	c->http = http;
 	c->db = db;
-	c->conf = conf_ref((struct conf *)conf);
+	use_conf(c, conf);
 	m_hit = metrics_counter("sipcrm_crm_cache_hits_total",
 				"lookups answered from the cache", NULL);
 	m_unmapped = metrics_counter("sipcrm_crm_unmapped_users_total",
@@ -79,6 +109,12 @@ int crm_alloc(struct crm **cp, su_root_t *root, struct httpc *http,
 				    "CRM lookups by result", "result=\"unknown\"");
 	m_failed = metrics_counter("sipcrm_crm_lookups_total",
 				   "CRM lookups by result", "result=\"failed\"");
+	if (db)
+		e = outbox_alloc(&c->outbox, c, db, root);
+	if (e) {
+		crm_free(c);
+		return e;
+	}
 	*cp = c;
 	return 0;
 }
@@ -89,6 +125,7 @@ struct crm *crm_free(struct crm *c)
 		return NULL;
 	while (c->detached)
 		crm_lookup_cancel(c->detached);
+	outbox_free(c->outbox);
 	conf_deref(c->conf);
 	free(c);
 	return NULL;
@@ -96,8 +133,13 @@ struct crm *crm_free(struct crm *c)
 
 void crm_reload(struct crm *c, const struct conf *conf)
 {
-	conf_deref(c->conf);
-	c->conf = conf_ref((struct conf *)conf);
+	use_conf(c, conf);
+	outbox_kick(c->outbox);
+}
+
+const struct conf *crm_conf(const struct crm *c)
+{
+	return c->conf;
 }
 
 /* ---- the cache ------------------------------------------------------------ */
@@ -114,11 +156,12 @@ static void cache_put(struct crm *c, const struct crm_lookup *l)
 	if (l->res.status == CRM_UNKNOWN && ttl > NEGATIVE_TTL_MS)
 		ttl = NEGATIVE_TTL_MS;
 	/* the CRM's answer as given: crm_user is mapped again on use */
-	o = json_pack("{s:b, s:s, s:s, s:s, s:s, s:s}",
+	o = json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:s}",
 		      "known", l->res.status == CRM_KNOWN,
 		      "contact_id", l->res.contact_id, "contact_name", l->res.contact_name,
 		      "contact_url", l->res.contact_url,
 		      "responsible_id", l->res.responsible_id,
+		      "responsible_name", l->res.responsible_name,
 		      "extension", l->res.given_ext);
 	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
@@ -153,7 +196,17 @@ static void map_user(struct crm *c, struct crm_result *r)
 		metrics_inc(m_unmapped);
 }
 
-static void copy_str(char *dst, size_t sz, json_t *o, const char *key);
+void crm_json_str(char *dst, size_t sz, json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (json_is_string(v))
+		snprintf(dst, sz, "%s", json_string_value(v));
+	else if (json_is_integer(v))
+		snprintf(dst, sz, "%lld", (long long)json_integer_value(v));
+	else if (sz)
+		dst[0] = '\0';
+}
 
 /* A fresh cached answer for l, into l->res. */
 static bool cache_get(struct crm *c, struct crm_lookup *l)
@@ -178,12 +231,16 @@ static bool cache_get(struct crm *c, struct crm_lookup *l)
 	if (json_is_object(o)) {
 		l->res.status = json_is_true(json_object_get(o, "known")) ? CRM_KNOWN :
 				CRM_UNKNOWN;
-		copy_str(l->res.contact_id, sizeof(l->res.contact_id), o, "contact_id");
-		copy_str(l->res.contact_name, sizeof(l->res.contact_name), o, "contact_name");
-		copy_str(l->res.contact_url, sizeof(l->res.contact_url), o, "contact_url");
-		copy_str(l->res.responsible_id, sizeof(l->res.responsible_id), o,
-			 "responsible_id");
-		copy_str(l->res.given_ext, sizeof(l->res.given_ext), o, "extension");
+		crm_json_str(l->res.contact_id, sizeof(l->res.contact_id), o, "contact_id");
+		crm_json_str(l->res.contact_name, sizeof(l->res.contact_name), o,
+			     "contact_name");
+		crm_json_str(l->res.contact_url, sizeof(l->res.contact_url), o,
+			     "contact_url");
+		crm_json_str(l->res.responsible_id, sizeof(l->res.responsible_id), o,
+			     "responsible_id");
+		crm_json_str(l->res.responsible_name, sizeof(l->res.responsible_name), o,
+			     "responsible_name");
+		crm_json_str(l->res.given_ext, sizeof(l->res.given_ext), o, "extension");
 		map_user(c, &l->res);
 		hit = true;
 	}
@@ -191,19 +248,24 @@ static bool cache_get(struct crm *c, struct crm_lookup *l)
 	return hit;
 }
 
-/* Drops the cached answers for one number (any DID), or all with NULL. */
-static int cache_drop(struct crm *c, const char *phone)
+int crm_cache_drop(struct crm *c, const char *number)
 {
-	sqlite3_stmt *st = phone ?
-		db_stmt(c->db, "DELETE FROM crm_cache WHERE phone = ?") :
-		db_stmt(c->db, "DELETE FROM crm_cache");
+	char e164[CRM_E164_SIZE];
+	sqlite3_stmt *st;
 	int n;
 
+	if (!c->db)
+		return 0;
+	if (number && crm_normalize(number, c->conf->crm.country_code, e164,
+				    sizeof(e164)))
+		snprintf(e164, sizeof(e164), "%.16s", number);
+	st = number ? db_stmt(c->db, "DELETE FROM crm_cache WHERE phone = ?") :
+		      db_stmt(c->db, "DELETE FROM crm_cache");
 	if (!st)
 		return -1;
 	db_tx(c->db);
-	if (phone)
-		sqlite3_bind_text(st, 1, phone, -1, SQLITE_STATIC);
+	if (number)
+		sqlite3_bind_text(st, 1, e164, -1, SQLITE_STATIC);
 	n = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(sqlite3_db_handle(st)) : -1;
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -228,98 +290,44 @@ static void on_timer(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 	finish((struct crm_lookup *)arg);
 }
 
-static void copy_str(char *dst, size_t sz, json_t *o, const char *key)
+void crm_lookup_done(struct crm_lookup *l)
 {
-	json_t *v = json_object_get(o, key);
-
-	if (json_is_string(v))
-		snprintf(dst, sz, "%s", json_string_value(v));
-	else if (json_is_integer(v))
-		snprintf(dst, sz, "%lld", (long long)json_integer_value(v));
-}
-
-/* Fills res from a 200 body; a body that does not parse is a failure. */
-static void parse_known(struct crm_lookup *l, const char *body, size_t len)
-{
-	json_t *root = json_loadb(body, len, 0, NULL), *resp;
-
-	if (!json_is_object(root)) {
-		l->res.status = CRM_FAILED;
-		l->res.cause = "bad_json";
-		json_decref(root);
-		return;
-	}
-	copy_str(l->res.contact_id, sizeof(l->res.contact_id),
-		 json_object_get(root, "contact"), "id");
-	copy_str(l->res.contact_name, sizeof(l->res.contact_name),
-		 json_object_get(root, "contact"), "name");
-	copy_str(l->res.contact_url, sizeof(l->res.contact_url),
-		 json_object_get(root, "contact"), "url");
-	resp = json_object_get(root, "responsible");
-	l->res.status = json_is_object(resp) ? CRM_KNOWN : CRM_UNKNOWN;
-	copy_str(l->res.responsible_id, sizeof(l->res.responsible_id), resp, "id");
-	copy_str(l->res.given_ext, sizeof(l->res.given_ext), resp, "extension");
-	map_user(l->crm, &l->res);
-	json_decref(root);
-}
-
-static void on_http(const struct httpc_resp *r, void *arg)
-{
-	struct crm_lookup *l = arg;
-
-	l->req = NULL;
-	metrics_observe(m_latency, (double)(clk_mono_ms() - l->started) / 1000.0);
-	if (r->err) {
-		l->res.status = CRM_FAILED;
-		l->res.cause = r->cause;
-	}
-	else if (r->status == 404) {
-		l->res.status = CRM_UNKNOWN;
-	}
-	else if (r->status == 200) {
-		parse_known(l, r->body, r->body_len);
-	}
-	else {
-		l->res.status = CRM_FAILED;
-		l->res.cause = r->status >= 500 ? "http_5xx" : "http_other";
-	}
 	if (l->res.status == CRM_FAILED) {
 		char lbl[64];
 
+		if (!l->res.cause)
+			l->res.cause = "failed";
 		snprintf(lbl, sizeof(lbl), "cause=\"%s\"", l->res.cause);
 		metrics_inc(metrics_counter("sipcrm_crm_lookup_failures_total",
 					    "failed CRM lookups by cause", lbl));
-		log_warn("lookup of %s failed: %s%s", l->phone, l->res.cause,
+		log_warn("lookup of %s%s%s failed: %s%s", l->phone,
+			 *l->call_id ? " for call " : "", l->call_id, l->res.cause,
 			 l->cb ? "" : " (after its deadline)");
 	}
 	else {
+		map_user(l->crm, &l->res);
 		cache_put(l->crm, l);
 	}
 	finish(l);
 }
 
-static int start_generic(struct crm_lookup *l, const char *phone, const char *did,
-			 const char *call_id)
+static void on_lookup_http(const struct httpc_resp *r, void *arg)
 {
-	const struct conf *c = l->crm->conf;
-	char url[2048], auth[512];
-	const char *hdrs[] = { auth, "Accept: application/json", NULL };
-	char *p = curl_easy_escape(NULL, phone ? phone : "", 0);
-	char *d = curl_easy_escape(NULL, did ? did : "", 0);
-	char *i = curl_easy_escape(NULL, call_id ? call_id : "", 0);
-	struct httpc_opts o = { .url = url, .headers = hdrs,
-				.timeout_ms = 30000, .max_body = 1 << 20 };
-	int e;
+	struct crm_lookup *l = arg;
 
-	snprintf(url, sizeof(url), "%s%sphone=%s&did=%s&call_id=%s", c->crm.lookup_url,
-		 strchr(c->crm.lookup_url, '?') ? "&" : "?", p ? p : "", d ? d : "",
-		 i ? i : "");
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->crm.secret);
-	curl_free(p);
-	curl_free(d);
-	curl_free(i);
-	e = httpc_request(&l->req, l->crm->http, &o, on_http, l);
-	return e;
+	l->req = NULL;
+	if (!l->timed) {
+		l->timed = true;
+		metrics_observe(m_latency, (double)(clk_mono_ms() - l->started) / 1000.0);
+	}
+	l->http_h(l, r);
+}
+
+int crm_lookup_http(struct crm_lookup *l, const struct httpc_opts *o,
+		    void (*h)(struct crm_lookup *l, const struct httpc_resp *r))
+{
+	l->http_h = h;
+	return httpc_request(&l->req, l->crm->http, o, on_lookup_http, l);
 }
 
 int crm_lookup(struct crm_lookup **lp, struct crm *c, const char *phone,
@@ -337,10 +345,11 @@ int crm_lookup(struct crm_lookup **lp, struct crm *c, const char *phone,
 	l->started = clk_mono_ms();
 	snprintf(l->phone, sizeof(l->phone), "%s", phone ? phone : "");
 	snprintf(l->did, sizeof(l->did), "%s", did ? did : "");
-	if (c->conf->crm.type != CONF_CRM_NONE && cache_get(c, l))
+	snprintf(l->call_id, sizeof(l->call_id), "%s", call_id ? call_id : "");
+	if (c->ad->lookup && cache_get(c, l))
 		metrics_inc(m_hit);
-	else if (c->conf->crm.type == CONF_CRM_GENERIC)
-		e = start_generic(l, phone, did, call_id);
+	else if (c->ad->lookup)
+		e = c->ad->lookup(c, l);
 	if (!e && !l->req) {
 		l->tmr = su_timer_create(su_root_task(c->root), 0);
 		if (!l->tmr || su_timer_set_interval(l->tmr, on_timer, l, 0))
@@ -380,49 +389,179 @@ struct crm_lookup *crm_lookup_cancel(struct crm_lookup *l)
 	}
 	httpc_cancel(l->req);
 	su_timer_destroy(l->tmr);
+	if (l->astate && l->crm->ad->free_state)
+		l->crm->ad->free_state(l->astate);
 	free(l);
 	return NULL;
 }
 
-/* ---- POST /api/v1/crm/generic: what the CRM tells us ------------------------------ */
+/* ---- events ------------------------------------------------------------------ */
 
-static int api_generic(struct api_req *req, void *arg)
+static void rfc3339_now(char *buf, size_t sz)
+{
+	int64_t ms = clk_wall_ms();
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+	size_t n;
+
+	gmtime_r(&s, &tm);
+	n = strftime(buf, sz, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, sz - n, ".%03dZ", (int)(ms % 1000));
+}
+
+/* A random (version 4) UUID. */
+static void new_uuid(char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char r[16];
+	size_t k = 0;
+
+	if (RAND_bytes(r, sizeof(r)) != 1) {
+		int64_t t = clk_mono_ms() ^ clk_wall_ms();
+
+		for (size_t i = 0; i < sizeof(r); i++)
+			r[i] = (unsigned char)((t >> (i % 8 * 8)) ^ random());
+	}
+	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+	for (size_t i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[k++] = '-';
+		out[k++] = hex[r[i] >> 4];
+		out[k++] = hex[r[i] & 15];
+	}
+	out[k] = '\0';
+}
+
+json_t *crm_event_new(const char *type)
+{
+	char id[37], now[40];
+
+	new_uuid(id);
+	rfc3339_now(now, sizeof(now));
+	return json_pack("{s:s, s:s, s:s}", "id", id, "type", type, "time", now);
+}
+
+int crm_event_emit(struct crm *c, const char *key, json_t *ev)
+{
+	char *text;
+	size_t len;
+	int e = 0;
+
+	if (!ev)
+		return ENOMEM;
+	text = json_dumps(ev, JSON_COMPACT);
+	if (!text) {
+		json_decref(ev);
+		return ENOMEM;
+	}
+	len = strlen(text);
+	if (c->ad->deliver && c->outbox)
+		e = outbox_add(c->outbox, key, text, len);
+	for (size_t i = 0; i < c->nlisteners; i++)
+		c->listeners[i].h(json_string_value(json_object_get(ev, "type")), text,
+				  len, c->listeners[i].arg);
+	free(text);
+	json_decref(ev);
+	return e;
+}
+
+void crm_on_event(struct crm *c, crm_event_h *h, void *arg)
+{
+	if (!h) {
+		for (size_t i = 0; i < c->nlisteners; i++)
+			if (c->listeners[i].arg == arg) {
+				memmove(&c->listeners[i], &c->listeners[i + 1],
+					(c->nlisteners - i - 1) * sizeof(c->listeners[0]));
+				c->nlisteners--;
+				break;
+			}
+		return;
+	}
+	if (c->nlisteners < MAX_LISTENERS) {
+		c->listeners[c->nlisteners].h = h;
+		c->listeners[c->nlisteners++].arg = arg;
+	}
+}
+
+size_t crm_outbox_depth(const struct crm *c)
+{
+	return outbox_depth(c->outbox);
+}
+
+bool crm_delivers(const struct crm *c)
+{
+	return c->ad->deliver != NULL;
+}
+
+int crm_deliver(struct crm *c, struct crm_delivery *d)
+{
+	return c->ad->deliver ? c->ad->deliver(c, d) : ENOTSUP;
+}
+
+static void on_delivery_http(const struct httpc_resp *r, void *arg)
+{
+	struct crm_delivery *d = arg;
+
+	d->req = NULL;
+	d->http_h(d, r);
+}
+
+int crm_delivery_http(struct crm_delivery *d, const struct httpc_opts *o,
+		      crm_delivery_h *h)
+{
+	d->http_h = h;
+	return httpc_request(&d->req, d->crm->http, o, on_delivery_http, d);
+}
+
+void crm_delivery_done(struct crm_delivery *d, int err, const char *cause)
+{
+	d->done(d, err, cause ? cause : err ? "failed" : NULL);
+}
+
+void crm_delivery_free(struct crm_delivery *d)
+{
+	if (!d)
+		return;
+	httpc_cancel(d->req);
+	if (d->astate && d->crm->ad->free_state)
+		d->crm->ad->free_state(d->astate);
+	json_decref(d->ev);
+	free((char *)d->body);
+	free(d);
+}
+
+int crm_sign(const char *key, const void *body, size_t len, char out[72])
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+
+	if (!HMAC(EVP_sha256(), key, (int)strlen(key), body, len, mac, &n) || n != 32)
+		return EIO;
+	memcpy(out, "sha256=", 7);
+	for (unsigned i = 0; i < n; i++) {
+		out[7 + i * 2] = "0123456789abcdef"[mac[i] >> 4];
+		out[8 + i * 2] = "0123456789abcdef"[mac[i] & 15];
+	}
+	out[7 + n * 2] = '\0';
+	return 0;
+}
+
+/* ---- POST /api/v1/crm/{type}: what the CRM tells us ------------------------------ */
+
+static int api_webhook(struct api_req *req, void *arg)
 {
 	struct crm *c = arg;
-	json_t *body = api_req_json(req), *list;
-	size_t i;
-	int dropped = 0;
+	const char *type = api_req_patharg(req, 0);
 
-	if (!json_is_object(body))
-		return api_reply_error(req, 400, "a JSON object is expected");
-	if (json_is_true(json_object_get(body, "invalidate_all"))) {
-		dropped = cache_drop(c, NULL);
-	}
-	else if (json_is_array(list = json_object_get(body, "invalidate"))) {
-		for (i = 0; i < json_array_size(list); i++) {
-			const char *num = json_string_value(json_array_get(list, i));
-			char e164[CRM_E164_SIZE];
-			int k;
-
-			if (!num)
-				return api_reply_error(req, 400, "invalidate holds numbers");
-			if (crm_normalize(num, c->conf->crm.country_code, e164, sizeof(e164)))
-				snprintf(e164, sizeof(e164), "%.16s", num);
-			k = cache_drop(c, e164);
-			dropped += k > 0 ? k : 0;
-		}
-	}
-	else {
-		return api_reply_error(req, 400, "expected invalidate or invalidate_all");
-	}
-	if (dropped < 0)
-		return api_reply_error(req, 500, "database error");
-	db_flush(c->db);
-	log_info("CRM cache: %d entr%s dropped on request", dropped, dropped == 1 ? "y" : "ies");
-	return api_reply_json(req, 200, json_pack("{s:i}", "invalidated", dropped));
+	if (!type || strcmp(type, c->ad->name) || !c->ad->webhook)
+		return api_reply_error(req, 404, "no webhook for CRM type '%s' "
+				       "([crm] type is %s)", type ? type : "",
+				       c->ad->name);
+	return c->ad->webhook(c, req);
 }
 
 int crm_api_register(struct crm *c, struct api *api)
 {
-	return api_route(api, "POST", "/api/v1/crm/generic", true, api_generic, c);
+	return api_route(api, "POST", "/api/v1/crm/*", true, api_webhook, c);
 }

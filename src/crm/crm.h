@@ -6,6 +6,8 @@
 #define SIPCRM_CRM_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
 #include <sofia-sip/su_wait.h>
 
 struct conf;
@@ -26,6 +28,7 @@ struct crm_result {
 	char contact_name[128];
 	char contact_url[256];
 	char responsible_id[64];        /* the CRM's user id, "" if none */
+	char responsible_name[128];
 	char responsible_ext[33];       /* the extension, as given or mapped */
 	char given_ext[33];             /* responsible.extension as the CRM sent it */
 	const char *cause;              /* failures: "timeout", "http_500", ... */
@@ -54,8 +57,26 @@ struct crm_lookup *crm_lookup_cancel(struct crm_lookup *l);
  */
 struct crm_lookup *crm_lookup_detach(struct crm_lookup *l);
 
+/*
+ * Events (CONTRACT §4). crm_event_new() makes {"id","type","time"}; the
+ * caller adds the other fields and passes it to crm_event_emit(), which
+ * takes it, stores it for delivery (when the CRM takes events) under key,
+ * the ordering key (a call's id: its events go one at a time, in order),
+ * and shows it to the listeners. Returns 0 or an errno value (logged).
+ */
+json_t *crm_event_new(const char *type);
+int crm_event_emit(struct crm *c, const char *key, json_t *ev);
+
+/* Sees every event as JSON text; h NULL removes the listener with arg. */
+typedef void (crm_event_h)(const char *type, const char *json, size_t len,
+			   void *arg);
+void crm_on_event(struct crm *c, crm_event_h *h, void *arg);
+
+/* Events stored and not yet delivered. */
+size_t crm_outbox_depth(const struct crm *c);
+
 struct api;
-/* Adds POST /api/v1/crm/generic (cache invalidation). */
+/* Adds POST /api/v1/crm/{type}: the adapter's webhook. */
 int crm_api_register(struct crm *c, struct api *api);
 
 #endif

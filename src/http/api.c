@@ -17,19 +17,19 @@
  * replying gets a 500. struct api_req lives from call 1 until MHD reports
  * the request complete (on_completed), also when the client goes away.
  *
- * Room for later, not implemented yet:
- * - Replying later: MHD_ALLOW_SUSPEND_RESUME is already set. A handler
- *   would mark the request deferred and MHD_suspend_connection() it; the
- *   later api_reply_*() queues the answer and MHD_resume_connection()s.
- *   The request stays valid until on_completed, which would then also tell
- *   the owner that the client is gone.
- * - Server-Sent Events: a streaming reply built with
- *   MHD_create_response_from_callback() goes through send_response() like
- *   any other, so it gets the same headers and accounting. With external
- *   polling, a stream with nothing to send must suspend its connection
- *   rather than return 0 from the callback, which would make MHD spin,
- *   and it must lift API_CONN_TIMEOUT for its connection
- *   (MHD_set_connection_option(MHD_CONNECTION_OPTION_TIMEOUT, 0)).
+ * Streams (api_reply_stream, for Server-Sent Events): a reply built with
+ * MHD_create_response_from_callback() that goes through send_response()
+ * like any other. Bytes written to the stream wait in its buffer; when the
+ * buffer is empty the content reader suspends the connection (returning 0
+ * alone would make MHD spin) and the next write resumes it. A stream whose
+ * buffer would pass its limit is closed: a slow client is dropped rather
+ * than allowed to grow memory. Its connection has no idle timeout; the
+ * owner writes now and then, which is also how a vanished client is found
+ * (MHD does not watch a suspended connection).
+ *
+ * Room for later, not implemented yet: replying later. MHD_ALLOW_SUSPEND_
+ * RESUME is set; a handler would mark the request deferred and suspend it;
+ * the later api_reply_*() queues the answer and resumes.
  *
  * libmicrohttpd percent-decodes the path before we route it: "*" segments
  * arrive decoded, and an encoded '/' (%2F) splits segments like a real one.
@@ -92,6 +92,19 @@ struct api {
 	unsigned port;
 	struct api_route *routes, **rtail;
 	struct metric *m_resp[5];       /* responses by class: 1xx .. 5xx */
+	struct api_stream *streams;     /* open streams */
+};
+
+struct api_stream {
+	struct api *api;
+	struct MHD_Connection *conn;
+	char *buf;
+	size_t len, cap, max;
+	bool suspended;
+	bool closing;                   /* end the body once the buffer is sent */
+	api_stream_close_h *close_h;
+	void *arg;
+	struct api_stream *next, **prevp;
 };
 
 struct api_req {
@@ -388,6 +401,122 @@ int api_reply_fd(struct api_req *r, unsigned status, const char *ctype, int fd,
 		return ENOMEM;
 	}
 	return send_response(r, status, resp, ctype);
+}
+
+/* ---- streams ---- */
+
+static void api_wake(struct api *a);
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct api_stream *s = cls;
+	size_t n = s->len < max ? s->len : max;
+
+	(void)pos;
+	if (n) {
+		memcpy(buf, s->buf, n);
+		memmove(s->buf, s->buf + n, s->len - n);
+		s->len -= n;
+		return (ssize_t)n;
+	}
+	if (s->closing)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	/* nothing to send: off MHD's loop until the next write */
+	MHD_suspend_connection(s->conn);
+	s->suspended = true;
+	return 0;
+}
+
+/* MHD is done with the response: the client went away, or the end. */
+static void stream_free(void *cls)
+{
+	struct api_stream *s = cls;
+
+	if (s->prevp) {
+		*s->prevp = s->next;
+		if (s->next)
+			s->next->prevp = s->prevp;
+	}
+	if (s->close_h)
+		s->close_h(s, s->arg);
+	free(s->buf);
+	free(s);
+}
+
+static void stream_wake(struct api_stream *s)
+{
+	if (!s->suspended)
+		return;
+	s->suspended = false;
+	MHD_resume_connection(s->conn);
+	api_wake(s->api);
+}
+
+struct api_stream *api_reply_stream(struct api_req *r, const char *ctype, size_t max,
+				    api_stream_close_h *h, void *arg)
+{
+	struct api_stream *s = calloc(1, sizeof(*s));
+	struct MHD_Response *resp;
+
+	if (!s)
+		return NULL;
+	s->api = r->api;
+	s->conn = r->conn;
+	s->max = max;
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read,
+						 s, stream_free);
+	if (!resp) {
+		free(s);
+		return NULL;
+	}
+	if (send_response(r, 200, resp, ctype))
+		return NULL;            /* destroying resp freed s */
+	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+	s->close_h = h;
+	s->arg = arg;
+	s->next = r->api->streams;
+	if (s->next)
+		s->next->prevp = &s->next;
+	s->prevp = &r->api->streams;
+	r->api->streams = s;
+	return s;
+}
+
+int api_stream_write(struct api_stream *s, const void *data, size_t len)
+{
+	if (s->closing)
+		return EPIPE;
+	if (s->len + len > s->max) {
+		log_info("stream client too slow (%zu bytes waiting): dropped", s->len);
+		api_stream_close(s, true);
+		return ENOBUFS;
+	}
+	if (s->len + len > s->cap) {
+		size_t cap = s->cap ? s->cap : 4096;
+		char *b;
+
+		while (cap < s->len + len)
+			cap *= 2;
+		b = realloc(s->buf, cap);
+		if (!b)
+			return ENOMEM;
+		s->buf = b;
+		s->cap = cap;
+	}
+	memcpy(s->buf + s->len, data, len);
+	s->len += len;
+	stream_wake(s);
+	return 0;
+}
+
+void api_stream_close(struct api_stream *s, bool notify)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	if (!notify)
+		s->close_h = NULL;
+	stream_wake(s);
 }
 
 /* ---- request accessors ---- */
@@ -717,6 +846,13 @@ static void on_timer(su_root_magic_t *magic, su_timer_t *t,
 	api_run(arg);
 }
 
+/* Runs MHD on the next loop turn (a stream was resumed). */
+static void api_wake(struct api *a)
+{
+	if (su_timer_set_interval(a->timer, on_timer, a, 0) < 0)
+		log_warn("cannot arm the HTTP timer");
+}
+
 static int on_ready(su_root_magic_t *magic, su_wait_t *w,
 		    su_wakeup_arg_t *arg)
 {
@@ -867,6 +1003,15 @@ struct api *api_free(struct api *a)
 	if (a->widx > 0)
 		su_root_deregister(a->root, a->widx);
 	su_timer_destroy(a->timer);
+	/* MHD must not stop with suspended connections */
+	for (struct api_stream *s = a->streams; s; s = s->next) {
+		s->close_h = NULL;
+		s->closing = true;
+		if (s->suspended) {
+			s->suspended = false;
+			MHD_resume_connection(s->conn);
+		}
+	}
 	if (a->mhd)
 		MHD_stop_daemon(a->mhd);
 	while (a->routes) {

@@ -59,6 +59,24 @@ int api_reply_fd(struct api_req *r, unsigned status, const char *ctype, int fd,
 		 size_t size);
 
 /*
+ * A streaming reply (Server-Sent Events): 200 with ctype and a body that
+ * goes on until either side closes it. Bytes written wait in a buffer of
+ * at most max bytes; a write that would pass it closes the stream (a slow
+ * client is dropped). h runs once when the stream ends for any reason but
+ * api_stream_close(s, false), and when the server stops it does not. The
+ * stream is invalid after h. NULL on error (the request got a 500 or has
+ * already been answered).
+ */
+struct api_stream;
+typedef void (api_stream_close_h)(struct api_stream *s, void *arg);
+struct api_stream *api_reply_stream(struct api_req *r, const char *ctype,
+				    size_t max, api_stream_close_h *h, void *arg);
+/* 0, EPIPE (closing), ENOBUFS (over its limit: now closing) or ENOMEM. */
+int api_stream_write(struct api_stream *s, const void *data, size_t len);
+/* Ends the body once what is buffered has gone; notify: h still runs. */
+void api_stream_close(struct api_stream *s, bool notify);
+
+/*
  * Registers the built-in endpoints (api_core.c): GET /api/v1/health and
  * GET /metrics, both without a token, and the process metrics. started is
  * the daemon's start time; version is copied. Returns 0 or an errno value.

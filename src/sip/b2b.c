@@ -109,6 +109,7 @@ static struct leg *leg_new(struct call *c, const char *uri, const char *agent,
 	l->started_ms = clk_wall_ms();
 	l->next = c->legs;
 	c->legs = l;
+	b2b_act_leg(l, true);
 	return l;
 }
 
@@ -195,6 +196,7 @@ static void leg_answered(struct leg *l, const sip_t *sip)
 	    msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 		       c->conf->media.codecs, &info)) {
 		log_warn("call %s: answer from %s without usable SDP", c->id, l->uri);
+		b2b_act_leg(l, false);
 		send_bye(c, l->dlg);
 		return;
 	}
@@ -232,6 +234,7 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	}
 	else {
 		l->ended_ms = clk_wall_ms();
+		b2b_act_leg(l, false);
 		log_info("call %s: branch %s answered %d", c->id, l->uri, status);
 		if (!l->cancelled)
 			note_failure(c, status, sip && sip->sip_status ?
@@ -423,6 +426,7 @@ static void cancel_fork_legs(struct call *c, size_t fork, bool all)
 			nta_outgoing_cancel(l->orq);
 			l->cancelled = true;
 		}
+		b2b_act_leg(l, false);
 	}
 }
 
@@ -516,6 +520,7 @@ void b2b_route(struct call *c)
 	};
 	const struct reg_contact *rc;
 
+	b2b_ev_started(c);
 	if (c->dir == ROUTE_INBOUND) {
 		in.lookup = c->lres.status == CRM_KNOWN ? ROUTE_LOOKUP_KNOWN :
 			    c->lres.status == CRM_FAILED ? ROUTE_LOOKUP_FAILED :
@@ -606,7 +611,9 @@ static void call_end(struct call *c, const char *disposition)
 	media_ep_free(c->b2b->media, c->ep_in);
 	media_ep_free(c->b2b->media, c->ep_out);
 	c->ep_in = c->ep_out = MEDIA_EP_NONE;
+	b2b_act_call_end(c);
 	b2b_cdr_write(c);
+	b2b_ev_ended(c);
 	log_info("call %s ended: %s", c->id, disposition);
 	metrics_gauge_add(c->b2b->m_active, -1);
 	/* branches still ringing keep the call until their final answers */

@@ -111,6 +111,7 @@ void b2b_call_ringing(struct call *c, struct leg *l)
 		l->ringing = true;
 		if (!*c->first_agent)
 			snprintf(c->first_agent, sizeof(c->first_agent), "%s", l->agent);
+		b2b_ev_ringing(c, l->agent);
 	}
 	if (c->sent_180 || c->state >= CALL_ANSWERED)
 		return;
@@ -140,6 +141,9 @@ void b2b_call_answered(struct call *c, struct leg *l)
 			snprintf(c->first_agent, sizeof(c->first_agent), "%s", l->agent);
 		snprintf(c->last_agent, sizeof(c->last_agent), "%s", l->agent);
 	}
+	b2b_act_busy(c, false, true);
+	b2b_act_leg(l, false);
+	b2b_ev_answered(c, l);
 	b2b_cancel_others(c);
 	b2b_timer_disarm(&c->tmr_fork);
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
@@ -525,6 +529,7 @@ static int agent_call(struct b2b *b, nta_incoming_t *irq, const sip_t *sip,
 	if (!c)
 		return 0;
 	snprintf(c->caller_agent, sizeof(c->caller_agent), "%s", ext);
+	b2b_act_busy(c, true, true);
 	if (dir == ROUTE_INTERNAL) {
 		snprintf(c->from, sizeof(c->from), "%s", ext);
 		if (me && me->name && *me->name)
@@ -565,54 +570,16 @@ static int on_invite(void *arg, nta_incoming_t *irq, const sip_t *sip)
 	return agent_call(b, irq, sip, ext);
 }
 
-/*
- * "busy" while an agent talks (or calls), "ringing" while a branch rings
- * one of its phones, NULL otherwise. self, when set, is left out: the call
- * asking whether its own agent is free.
- */
-struct activity_ctx {
-	const char *ext;
-	const struct call *self;
-	const char *state;
-};
-
-static int activity_cb(const char *key, void *val, void *arg)
-{
-	struct activity_ctx *x = arg;
-	const struct call *c = val;
-
-	(void)key;
-	if (c == x->self || c->ending)
-		return 0;
-	if ((c->winner && !strcmp(c->winner->agent, x->ext)) ||
-	    !strcmp(c->caller_agent, x->ext)) {
-		x->state = "busy";
-		return 1;
-	}
-	for (const struct leg *l = c->legs; l; l = l->next)
-		if (l->status < 200 && !l->cancelled && !strcmp(l->agent, x->ext))
-			x->state = "ringing";
-	return 0;
-}
-
-static const char *activity(struct b2b *b, const char *ext, const struct call *self)
-{
-	struct activity_ctx x = { ext, self, NULL };
-
-	hmap_apply(b->calls, activity_cb, &x);
-	return x.state;
-}
-
 bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self)
 {
-	const char *st = activity(b, ext, self);
+	const char *st = b2b_agent_activity(b, ext, self);
 
 	return st && !strcmp(st, "busy");
 }
 
 static const char *agent_activity(const char *ext, void *arg)
 {
-	return activity(arg, ext, NULL);
+	return b2b_agent_activity(arg, ext, NULL);
 }
 
 /* ---- life cycle --------------------------------------------------------------------- */
@@ -656,6 +623,10 @@ int b2b_alloc(struct b2b **bp, const struct b2b_deps *deps, const struct conf *c
 		return ENOMEM;
 	}
 	b->m_active = metrics_gauge("sipcrm_calls_active", "calls in progress", NULL);
+	if (b2b_act_init(b)) {
+		b2b_free(b);
+		return ENOMEM;
+	}
 	load_prompts(b, conf);
 	sipd_handle(b->sipd, sip_method_invite, on_invite, b);
 	reg_on_activity(b->reg, agent_activity, b);
@@ -696,6 +667,7 @@ struct b2b *b2b_free(struct b2b *b)
 		hmap_apply(b->calls, end_cb, NULL);
 		hmap_free(b->calls);
 	}
+	b2b_act_fini(b);
 	media_prompt_deref(b->greeting);
 	media_prompt_deref(b->ringback);
 	conf_deref(b->conf);

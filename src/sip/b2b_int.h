@@ -29,6 +29,7 @@ struct b2b {
 	struct media_prompt *greeting;  /* [media] greeting, NULL: none */
 	struct media_prompt *ringback;  /* tone or file, NULL: none */
 	struct hmap *did_greetings;     /* path -> prompt, DID overrides */
+	struct hmap *acts;              /* ext -> struct agent_act (b2b_event.c) */
 	struct metric *m_active;
 	struct metric *m_calls[6];      /* by disposition */
 };
@@ -83,6 +84,7 @@ struct leg {
 	bool ringing;
 	bool pending_final;
 	bool early_media;               /* its 183 SDP feeds the caller */
+	bool act_ringing;               /* counted as ringing its agent */
 	unsigned auth_tries;            /* digest answers sent to the trunk */
 	const struct conf_trunk *trunk; /* a trunk leg: credentials */
 	int64_t started_ms, answered_ms, ended_ms;
@@ -135,6 +137,10 @@ struct call {
 	char disposition[12];
 	char first_agent[33], last_agent[33];
 	int pending;                    /* transactions that keep it alive */
+	unsigned ev_seq;                /* seq of its last event */
+	bool ev_started;                /* call.started emitted */
+	char ev_rung[128];              /* agents reported ringing, "|101|102|" */
+	bool act_caller, act_winner;    /* counted as busy: caller_agent, winner */
 	bool ending;
 	bool in_callback;
 };
@@ -180,5 +186,19 @@ bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self);
 
 /* b2b_cdr.c */
 void b2b_cdr_write(struct call *c);
+
+/* b2b_event.c: CONTRACT §4 events and the agents' status */
+void b2b_ev_started(struct call *c);
+void b2b_ev_ringing(struct call *c, const char *ext);
+void b2b_ev_answered(struct call *c, const struct leg *l);
+void b2b_ev_ended(struct call *c);
+void b2b_act_leg(struct leg *l, bool ringing);
+void b2b_act_busy(struct call *c, bool caller, bool busy);
+void b2b_act_call_end(struct call *c);
+/* "busy", "ringing" or NULL; self's own part left out when set */
+const char *b2b_agent_activity(struct b2b *b, const char *ext,
+			       const struct call *self);
+int b2b_act_init(struct b2b *b);
+void b2b_act_fini(struct b2b *b);
 
 #endif

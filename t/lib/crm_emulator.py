@@ -1,7 +1,21 @@
 """A small generic-protocol CRM for tests (CONTRACT §4): answers lookups
 from a table, with a configurable delay, and records what it received.
-Runs in a thread of the test process, on a free loopback port."""
+Runs in a thread of the test process, on a free loopback port.
+
+Events: every POST is kept in .events as (signature header, raw body), and
+parsed in .received as dicts with "_sig_ok" (the X-Sipcrm-Signature is the
+HMAC-SHA256 of the raw body with the secret). .events_status is the status
+answered to POSTs (200; set 500 to refuse them). stop() and start() take it
+down and bring it back on the same port.
+
+Run as a program (for bench/): crm_emulator.py --port N [--secret S]
+[--delay SECONDS] [--responsible PHONE=EXT ...]; it prints its URL and
+serves until killed."""
+import hashlib
+import hmac
 import json
+import select
+import socket
 import threading
 import time
 import urllib.parse
@@ -14,13 +28,26 @@ class CrmEmulator:
     # 10 s), "drip" (200, then a byte every 0.2 s), "close" (no answer at all)
     MODES = (None, "500", "garbage", "huge", "hang", "drip", "close")
 
-    def __init__(self, secret="crm-secret", delay=0.0):
+    def __init__(self, secret="crm-secret", delay=0.0, port=0):
         self.secret = secret
         self.delay = delay
         self.mode = None
         self.responsible = {}           # phone -> {"id":..., "extension":...}
         self.lookups = []               # (time, query dict, auth header)
-        self.events = []
+        self.events = []                # (signature header, raw body)
+        self.received = []              # parsed events, with "_sig_ok"
+        self.aborted = []               # call_id of lookups the client gave up
+        self.events_status = 200
+        self.port = port
+        self.server = None
+        self.start()
+
+    def verify(self, sig, raw):
+        want = "sha256=" + hmac.new(self.secret.encode(), raw,
+                                    hashlib.sha256).hexdigest()
+        return sig is not None and hmac.compare_digest(sig, want)
+
+    def start(self):
         emu = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,8 +58,9 @@ class CrmEmulator:
                 u = urllib.parse.urlparse(self.path)
                 q = dict(urllib.parse.parse_qsl(u.query))
                 emu.lookups.append((time.time(), q, self.headers.get("Authorization")))
-                if emu.delay:
-                    time.sleep(emu.delay)
+                if emu.delay and self.client_gone(emu.delay):
+                    emu.aborted.append(q.get("call_id"))
+                    return
                 if emu.mode and self.failure(emu.mode):
                     return
                 r = emu.responsible.get(q.get("phone", ""))
@@ -48,6 +76,21 @@ class CrmEmulator:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def client_gone(self, delay):
+                """Sleeps delay s; True as soon as the client closes."""
+                end = time.time() + delay
+                while time.time() < end:
+                    r, _, _ = select.select([self.connection], [], [],
+                                            min(0.02, max(0, end - time.time())))
+                    if r:
+                        try:
+                            if not self.connection.recv(1, socket.MSG_PEEK):
+                                return True
+                        except OSError:
+                            return True
+                        time.sleep(0.02)
+                return False
 
             def failure(self, mode):
                 try:
@@ -83,21 +126,77 @@ class CrmEmulator:
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
-                emu.events.append((self.headers.get("X-Sipcrm-Signature"), self.rfile.read(n)))
-                self.send_response(200)
+                raw = self.rfile.read(n)
+                sig = self.headers.get("X-Sipcrm-Signature")
+                status = emu.events_status
+                if status == 200:
+                    emu.events.append((sig, raw))
+                    try:
+                        ev = json.loads(raw)
+                        if isinstance(ev, dict):
+                            ev["_sig_ok"] = emu.verify(sig, raw)
+                            emu.received.append(ev)
+                    except ValueError:
+                        pass
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def of_call(self, call_id):
+        """The events received for one call, de-duplicated by id, in arrival order."""
+        seen, out = set(), []
+        for ev in list(self.received):
+            if ev.get("call_id") == call_id and ev["id"] not in seen:
+                seen.add(ev["id"])
+                out.append(ev)
+        return out
+
+    def wait_for(self, pred, timeout=5.0):
+        """Waits until pred() is true; returns its last value."""
+        end = time.time() + timeout
+        while True:
+            v = pred()
+            if v or time.time() > end:
+                return v
+            time.sleep(0.02)
 
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def main():
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--secret", default="crm-secret")
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--responsible", action="append", default=[],
+                    metavar="PHONE=EXT")
+    a = ap.parse_args()
+    emu = CrmEmulator(secret=a.secret, delay=a.delay, port=a.port)
+    for r in a.responsible:
+        phone, ext = r.split("=", 1)
+        emu.responsible[phone] = {"id": ext, "extension": ext}
+    print(emu.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        emu.stop()
+
+
+if __name__ == "__main__":
+    main()

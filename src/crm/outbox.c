@@ -1,0 +1,514 @@
+/*
+ * outbox.c: the durable event sender (see outbox.h).
+ *
+ * sqlite holds every undelivered event; memory holds only row ids, per
+ * key, so a long CRM outage costs a few bytes per event here. A key's
+ * queue is in one of three places: in flight (one delivery), on the ready
+ * list, or waiting out its backoff on the wait list, which a one-second
+ * tick walks.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#define LOG_MODULE "outbox"
+#include "log.h"
+#include "clk.h"
+#include "conf.h"
+#include "db.h"
+#include "hmap.h"
+#include "metrics.h"
+#include "crm/crm_int.h"
+#include "crm/outbox.h"
+
+#define MAX_IN_FLIGHT 32        /* deliveries at once, over every key */
+#define TICK_MS       1000
+
+struct oq {
+	struct outbox *ob;
+	char key[64];
+	int64_t *ids;                   /* committed rows, oldest first */
+	size_t head, n, cap;
+	unsigned attempts;              /* of the head event */
+	int64_t next_try;               /* monotonic ms */
+	bool busy;                      /* its head is in flight */
+	bool queued;                    /* on the ready or the wait list */
+	struct oq *next;
+	struct crm_delivery *d;
+};
+
+struct staged {
+	int64_t id;
+	char key[64];
+};
+
+struct outbox {
+	struct crm *crm;
+	struct db *db;
+	su_root_t *root;
+	struct hmap *keys;              /* key -> struct oq */
+	struct oq *ready, **ready_tail;
+	struct oq *waiting;
+	su_timer_t *tick, *kick;
+	struct staged *staged;          /* added, not committed yet */
+	size_t nstaged, capstaged;
+	size_t inflight;
+	size_t depth;
+	int64_t last_warn;
+};
+
+static struct metric *m_depth, *m_delivered, *m_retried, *m_dead, *m_added;
+
+static void pump(struct outbox *o);
+
+/* ---- queues ------------------------------------------------------------------ */
+
+static struct oq *oq_get(struct outbox *o, const char *key)
+{
+	struct oq *q = hmap_get(o->keys, key);
+
+	if (q)
+		return q;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return NULL;
+	q->ob = o;
+	snprintf(q->key, sizeof(q->key), "%s", key);
+	if (hmap_set(o->keys, q->key, q)) {
+		free(q);
+		return NULL;
+	}
+	return q;
+}
+
+static int oq_push(struct oq *q, int64_t id)
+{
+	if (q->head + q->n == q->cap) {
+		if (q->head) {
+			memmove(q->ids, q->ids + q->head, q->n * sizeof(*q->ids));
+			q->head = 0;
+		}
+		else {
+			size_t cap = q->cap ? q->cap * 2 : 4;
+			int64_t *ids = realloc(q->ids, cap * sizeof(*ids));
+
+			if (!ids)
+				return ENOMEM;
+			q->ids = ids;
+			q->cap = cap;
+		}
+	}
+	q->ids[q->head + q->n++] = id;
+	return 0;
+}
+
+static void make_ready(struct outbox *o, struct oq *q)
+{
+	if (q->busy || q->queued || !q->n)
+		return;
+	q->queued = true;
+	q->next = NULL;
+	*o->ready_tail = q;
+	o->ready_tail = &q->next;
+}
+
+static struct oq *pop_ready(struct outbox *o)
+{
+	struct oq *q = o->ready;
+
+	if (!q)
+		return NULL;
+	o->ready = q->next;
+	if (!o->ready)
+		o->ready_tail = &o->ready;
+	q->queued = false;
+	q->next = NULL;
+	return q;
+}
+
+static void oq_free(struct oq *q)
+{
+	hmap_del(q->ob->keys, q->key);
+	free(q->ids);
+	free(q);
+}
+
+/* The head event is settled (delivered or dead): on to the next one. */
+static void oq_advance(struct outbox *o, struct oq *q)
+{
+	q->head++;
+	q->n--;
+	q->attempts = 0;
+	o->depth--;
+	metrics_gauge_add(m_depth, -1);
+	if (!q->n)
+		oq_free(q);
+	else
+		make_ready(o, q);
+}
+
+/* ---- rows ---------------------------------------------------------------------- */
+
+static void row_delete(struct outbox *o, int64_t id)
+{
+	sqlite3_stmt *st = db_stmt(o->db, "DELETE FROM outbox WHERE id = ?");
+
+	if (!st)
+		return;
+	db_tx(o->db);
+	sqlite3_bind_int64(st, 1, id);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_err("event %lld: cannot mark delivered: %s", (long long)id,
+			sqlite3_errmsg(db_handle(o->db)));
+	sqlite3_reset(st);
+}
+
+static void row_update(struct outbox *o, int64_t id, unsigned attempts, bool dead,
+		       const char *cause)
+{
+	sqlite3_stmt *st = db_stmt(o->db, "UPDATE outbox SET attempts = ?, dead = ?, "
+				   "last_error = ? WHERE id = ?");
+
+	if (!st)
+		return;
+	db_tx(o->db);
+	sqlite3_bind_int(st, 1, (int)attempts);
+	sqlite3_bind_int(st, 2, dead);
+	sqlite3_bind_text(st, 3, cause, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, id);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_err("event %lld: cannot record the attempt: %s", (long long)id,
+			sqlite3_errmsg(db_handle(o->db)));
+	sqlite3_reset(st);
+}
+
+/* ---- delivery ------------------------------------------------------------------- */
+
+static void on_done(struct crm_delivery *d, int err, const char *cause)
+{
+	struct oq *q = d->owner;
+	struct outbox *o = q->ob;
+	const struct conf *cf = crm_conf(o->crm);
+	int64_t id = q->ids[q->head];
+	int64_t created = d->created;
+
+	d->req = NULL;
+	q->d = NULL;
+	q->busy = false;
+	o->inflight--;
+	if (!err) {
+		row_delete(o, id);
+		metrics_inc(m_delivered);
+		oq_advance(o, q);
+	}
+	else if (clk_wall_ms() - created >= cf->crm.event_retry_ms) {
+		log_err("event %lld (%s) undelivered since %lld s: kept as dead (%s)",
+			(long long)id, q->key,
+			(long long)((clk_wall_ms() - created) / 1000), cause);
+		row_update(o, id, q->attempts + 1, true, cause);
+		metrics_inc(m_dead);
+		oq_advance(o, q);
+	}
+	else {
+		int64_t backoff = 1000, now = clk_mono_ms();
+
+		q->attempts++;
+		for (unsigned i = 1; i < q->attempts && backoff < cf->crm.event_backoff_max_ms; i++)
+			backoff *= 2;
+		if (backoff > cf->crm.event_backoff_max_ms)
+			backoff = cf->crm.event_backoff_max_ms;
+		q->next_try = now + backoff;
+		row_update(o, id, q->attempts, false, cause);
+		metrics_inc(m_retried);
+		if (now - o->last_warn >= 10000) {
+			o->last_warn = now;
+			log_warn("CRM did not take an event (%s); %zu pending, retrying "
+				 "with backoff", cause, o->depth);
+		}
+		q->queued = true;
+		q->next = o->waiting;
+		o->waiting = q;
+	}
+	crm_delivery_free(d);
+	pump(o);
+}
+
+/* Loads the head event of q and hands it to the adapter. */
+static int send_head(struct outbox *o, struct oq *q)
+{
+	sqlite3_stmt *st = db_stmt(o->db, "SELECT body, created FROM outbox "
+				   "WHERE id = ?");
+	struct crm_delivery *d;
+	json_t *ev = NULL;
+	char *body = NULL;
+	int64_t created = 0;
+	size_t len = 0;
+	int e;
+
+	if (!st)
+		return EIO;
+	sqlite3_bind_int64(st, 1, q->ids[q->head]);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		len = (size_t)sqlite3_column_bytes(st, 0);
+		body = strndup((const char *)sqlite3_column_text(st, 0), len);
+		created = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_reset(st);
+	if (!body) {
+		/* gone (e.g. removed by hand): nothing to send */
+		oq_advance(o, q);
+		return 0;
+	}
+	ev = json_loadb(body, len, 0, NULL);
+	d = calloc(1, sizeof(*d));
+	if (!d || !json_is_object(ev)) {
+		if (d && !json_is_object(ev)) {
+			log_err("event %lld is not JSON: kept as dead",
+				(long long)q->ids[q->head]);
+			row_update(o, q->ids[q->head], q->attempts, true, "not JSON");
+			metrics_inc(m_dead);
+			oq_advance(o, q);
+			e = 0;
+		}
+		else {
+			e = ENOMEM;
+		}
+		free(d);
+		free(body);
+		json_decref(ev);
+		return e;
+	}
+	d->created = created;
+	d->crm = o->crm;
+	d->body = body;
+	d->len = len;
+	d->ev = ev;
+	d->owner = q;
+	d->done = on_done;
+	q->d = d;
+	q->busy = true;
+	o->inflight++;
+	e = crm_deliver(o->crm, d);
+	if (e) {
+		/* the adapter cannot start it: an attempt that failed */
+		crm_delivery_done(d, e, "cannot start the request");
+	}
+	return 0;
+}
+
+static void pump(struct outbox *o)
+{
+	struct oq *q;
+
+	if (!crm_delivers(o->crm))
+		return;
+	while (o->inflight < MAX_IN_FLIGHT && (q = pop_ready(o)))
+		if (send_head(o, q) == ENOMEM) {
+			make_ready(o, q);
+			break;
+		}
+}
+
+static void on_tick(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
+{
+	struct outbox *o = (struct outbox *)arg;
+	struct oq **pp = &o->waiting;
+	int64_t now = clk_mono_ms();
+
+	(void)m;
+	(void)t;
+	while (*pp) {
+		struct oq *q = *pp;
+
+		if (q->next_try <= now) {
+			*pp = q->next;
+			q->queued = false;
+			make_ready(o, q);
+		}
+		else {
+			pp = &q->next;
+		}
+	}
+	pump(o);
+}
+
+static void on_kick(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
+{
+	(void)m;
+	(void)t;
+	pump((struct outbox *)arg);
+}
+
+/* After a commit: the staged rows are durable and may be sent. */
+static void on_commit(void *arg)
+{
+	struct outbox *o = arg;
+
+	for (size_t i = 0; i < o->nstaged; i++) {
+		struct oq *q = oq_get(o, o->staged[i].key);
+
+		if (!q || oq_push(q, o->staged[i].id)) {
+			/* still in sqlite: the next start sends it */
+			log_err("out of memory: event %lld waits for a restart",
+				(long long)o->staged[i].id);
+			continue;
+		}
+		make_ready(o, q);
+	}
+	o->nstaged = 0;
+	pump(o);
+}
+
+/* ---- API -------------------------------------------------------------------------- */
+
+int outbox_add(struct outbox *o, const char *key, const char *body, size_t len)
+{
+	sqlite3_stmt *st = db_stmt(o->db, "INSERT INTO outbox (okey, body, created) "
+				   "VALUES (?, ?, ?)");
+	int e = 0;
+
+	if (!st)
+		return EIO;
+	if (o->nstaged == o->capstaged) {
+		size_t cap = o->capstaged ? o->capstaged * 2 : 64;
+		struct staged *s = realloc(o->staged, cap * sizeof(*s));
+
+		if (!s)
+			return ENOMEM;
+		o->staged = s;
+		o->capstaged = cap;
+	}
+	db_tx(o->db);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, body, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, clk_wall_ms());
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		log_err("event not stored: %s", sqlite3_errmsg(db_handle(o->db)));
+		e = EIO;
+	}
+	else {
+		struct staged *s = &o->staged[o->nstaged++];
+
+		s->id = sqlite3_last_insert_rowid(db_handle(o->db));
+		snprintf(s->key, sizeof(s->key), "%s", key);
+		o->depth++;
+		metrics_gauge_add(m_depth, 1);
+		metrics_inc(m_added);
+	}
+	sqlite3_reset(st);
+	return e;
+}
+
+void outbox_kick(struct outbox *o)
+{
+	if (o && o->kick)
+		su_timer_set_interval(o->kick, on_kick, o, 0);
+}
+
+size_t outbox_depth(const struct outbox *o)
+{
+	return o ? o->depth : 0;
+}
+
+static int load(struct outbox *o)
+{
+	sqlite3_stmt *st = db_stmt(o->db, "SELECT id, okey FROM outbox WHERE dead = 0 "
+				   "ORDER BY id");
+	size_t n = 0;
+	int e = 0;
+
+	if (!st)
+		return EIO;
+	while (!e && sqlite3_step(st) == SQLITE_ROW) {
+		struct oq *q = oq_get(o, (const char *)sqlite3_column_text(st, 1));
+
+		e = q ? oq_push(q, sqlite3_column_int64(st, 0)) : ENOMEM;
+		if (!e) {
+			make_ready(o, q);
+			n++;
+		}
+	}
+	sqlite3_reset(st);
+	o->depth = n;
+	metrics_set(m_depth, (int64_t)n);
+	if (n)
+		log_info("%zu undelivered event%s from an earlier run", n, n == 1 ? "" : "s");
+	return e;
+}
+
+int outbox_alloc(struct outbox **op, struct crm *crm, struct db *db, su_root_t *root)
+{
+	struct outbox *o = calloc(1, sizeof(*o));
+	int e;
+
+	if (!o)
+		return ENOMEM;
+	o->crm = crm;
+	o->db = db;
+	o->root = root;
+	o->ready_tail = &o->ready;
+	m_depth = metrics_gauge("sipcrm_events_outbox_depth",
+				"events stored and not yet delivered", NULL);
+	m_added = metrics_counter("sipcrm_events_total", "events stored for the CRM", NULL);
+	m_delivered = metrics_counter("sipcrm_events_delivered_total",
+				      "events the CRM accepted", NULL);
+	m_retried = metrics_counter("sipcrm_events_retried_total",
+				    "delivery attempts that failed and will be retried", NULL);
+	m_dead = metrics_counter("sipcrm_events_dead_total",
+				 "events given up after [crm] event_retry", NULL);
+	metrics_set(m_depth, 0);
+	e = hmap_alloc(&o->keys, 256);
+	if (!e)
+		e = load(o);
+	if (!e && root) {
+		o->tick = su_timer_create(su_root_task(root), TICK_MS);
+		o->kick = su_timer_create(su_root_task(root), 0);
+		if (!o->tick || !o->kick ||
+		    su_timer_run(o->tick, on_tick, o))
+			e = ENOMEM;
+	}
+	if (e) {
+		outbox_free(o);
+		return e;
+	}
+	db_on_commit(db, on_commit, o);
+	outbox_kick(o);
+	*op = o;
+	return 0;
+}
+
+static int free_cb(const char *key, void *val, void *arg)
+{
+	struct oq *q = val;
+
+	(void)key;
+	(void)arg;
+	if (q->d)
+		crm_delivery_free(q->d);
+	free(q->ids);
+	free(q);
+	return 0;
+}
+
+struct outbox *outbox_free(struct outbox *o)
+{
+	if (!o)
+		return NULL;
+	if (o->db)
+		db_on_commit(o->db, NULL, o);
+	if (o->keys) {
+		hmap_apply(o->keys, free_cb, NULL);
+		hmap_free(o->keys);
+	}
+	su_timer_destroy(o->tick);
+	su_timer_destroy(o->kick);
+	free(o->staged);
+	free(o);
+	return NULL;
+}
