@@ -54,6 +54,8 @@ struct crm {
 		void *arg;
 	} listeners[MAX_LISTENERS];
 	size_t nlisteners;
+	crm_c2c_h *c2c_h;
+	void *c2c_arg;
 };
 
 static struct metric *m_ok, *m_unknown, *m_failed, *m_hit, *m_unmapped;
@@ -140,6 +142,30 @@ void crm_reload(struct crm *c, const struct conf *conf)
 const struct conf *crm_conf(const struct crm *c)
 {
 	return c->conf;
+}
+
+struct db *crm_db(const struct crm *c)
+{
+	return c->db;
+}
+
+su_root_t *crm_root(const struct crm *c)
+{
+	return c->root;
+}
+
+void crm_on_click_to_call(struct crm *c, crm_c2c_h *h, void *arg)
+{
+	c->c2c_h = h;
+	c->c2c_arg = arg;
+}
+
+int crm_click_to_call(struct crm *c, const char *agent, const char *number,
+		      const char *caller_id, const char *crm_ref, char call_id[40])
+{
+	if (!c->c2c_h)
+		return ENOTSUP;
+	return c->c2c_h(c->c2c_arg, agent, number, caller_id, crm_ref, call_id);
 }
 
 /* ---- the cache ------------------------------------------------------------ */

@@ -72,6 +72,20 @@ typedef void (crm_event_h)(const char *type, const char *json, size_t len,
 			   void *arg);
 void crm_on_event(struct crm *c, crm_event_h *h, void *arg);
 
+/*
+ * Click-to-call on behalf of a CRM (e.g. Bitrix24's ONEXTERNALCALLSTART):
+ * the call core registers the handler; adapters call crm_click_to_call().
+ * caller_id and crm_ref may be NULL; crm_ref is the CRM's own id for the
+ * call, kept by the adapter. On success call_id holds sipcrm's call id.
+ * Returns 0, ENOENT (unknown agent), EHOSTDOWN (agent offline), EINVAL
+ * (bad number or caller id), ENOTSUP (no call core) or another errno.
+ */
+typedef int (crm_c2c_h)(void *arg, const char *agent, const char *number,
+			const char *caller_id, const char *crm_ref, char call_id[40]);
+void crm_on_click_to_call(struct crm *c, crm_c2c_h *h, void *arg);
+int crm_click_to_call(struct crm *c, const char *agent, const char *number,
+		      const char *caller_id, const char *crm_ref, char call_id[40]);
+
 /* Events stored and not yet delivered. */
 size_t crm_outbox_depth(const struct crm *c);
 

@@ -86,6 +86,9 @@ int crm_generic_parse(const char *body, size_t len, struct crm_result *r);
 
 /* The configuration now in force (valid during the current loop turn). */
 const struct conf *crm_conf(const struct crm *c);
+/* The sqlite store (adapters keep their own tables: tokens, call ids). */
+struct db *crm_db(const struct crm *c);
+su_root_t *crm_root(const struct crm *c);
 
 /* Starts an HTTP request for a lookup; h runs with its answer. */
 int crm_lookup_http(struct crm_lookup *l, const struct httpc_opts *o,
