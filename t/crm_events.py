@@ -25,11 +25,13 @@ crm = CrmEmulator(secret="ev-secret")
 crm.responsible["+79161111111"] = {"id": "42", "extension": "101", "name": "Ivan"}
 crm.responsible["+79162222222"] = {"id": "u-77", "name": "Olga"}   # crm_user only
 pbx_port = free_port()
+trunk_port = free_port()
 d = Daemon(t)
 d.write_conf(d.base_conf() +
              "[routing]\nfallback = sip:pbx@127.0.0.1:%d\nlookup_timeout = 3s\n"
              "responsible_ring = 1500ms\n" % pbx_port +
-             "[trunk:provider]\nmatch = 127.0.0.1/32\nuri = sip:127.0.0.1:%d\n" % free_port() +
+             "[trunk:provider]\nmatch = 127.0.0.1/32\nuri = sip:127.0.0.1:%d\n"
+             "caller_id = +74950000000\n" % trunk_port +
              "[agent:101]\npassword = pw101\ncrm_user = 42\n"
              "[agent:102]\npassword = pw102\ncrm_user = u-77\n"
              "[crm]\ntype = generic\nlookup_url = %s/lookup\nevents_url = %s/events\n"
@@ -273,6 +275,26 @@ t.eq(types(evs), ["call.started", "call.ringing", "call.answered", "call.ended"]
 check_common(evs, cid, "internal call")
 t.eq((evs[0].get("direction"), evs[0].get("from"), evs[0].get("to")) if evs else None,
      ("internal", "101", "102"), "internal call: direction, from and to are extensions")
+
+# --- 6b. an outbound call -------------------------------------------------------------------
+trunk = UA(ip="127.0.0.1", port=trunk_port, user="provider", server=server)
+dlg = a101.invite_start("sip:89167777777@sipcrm.test", auth=("101", "pw101"))
+leg = trunk.wait_invite(timeout=5)
+cid = call_id_of(leg)
+if leg:
+    leg.reply(leg.invite, 200, body=leg.sdp())
+    leg.wait_ack(3)
+dlg.wait_final(5)
+time.sleep(0.2)
+dlg.bye()
+trunk.close()
+evs = events_of(cid, 3)
+t.eq(types(evs), ["call.started", "call.answered", "call.ended"],
+     "outbound call: started, answered, ended")
+check_common(evs, cid, "outbound call")
+t.eq((evs[0].get("direction"), evs[0].get("from"), evs[0].get("to"), evs[0].get("did"))
+     if evs else None, ("outbound", "101", "+79167777777", "+74950000000"),
+     "outbound call: from the agent, to E.164, did the trunk's caller id")
 
 # --- 7. the CRM refuses events for a while: retried, in order --------------------------------
 crm.events_status = 500

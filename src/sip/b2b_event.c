@@ -26,6 +26,7 @@
 #include "conf.h"
 #include "hmap.h"
 #include "crm/crm.h"
+#include "crm/normalize.h"
 #include "sip/b2b.h"
 #include "sip/b2b_int.h"
 #include "sip/registrar.h"
@@ -45,18 +46,31 @@ static json_t *str_or_null(const char *s)
 	return s && *s ? json_string(s) : json_null();
 }
 
+/*
+ * from, to and did as the CRM sees them: an outbound call is from the
+ * agent who placed it, to the number in E.164, on the company number it
+ * went out with (the trunk's caller id).
+ */
 static json_t *call_event(struct call *c, const char *type)
 {
 	json_t *ev = crm_event_new(type);
+	const char *from = c->from, *to = c->to, *did = c->did;
+	char e164[CRM_E164_SIZE];
 
 	if (!ev)
 		return NULL;
+	if (c->dir == ROUTE_OUTBOUND) {
+		from = c->caller_agent;
+		if (!crm_normalize(c->to, c->conf->crm.country_code, e164, sizeof(e164)))
+			to = e164;
+		did = c->from;
+	}
 	json_object_set_new(ev, "call_id", json_string(c->id));
 	json_object_set_new(ev, "seq", json_integer(++c->ev_seq));
 	json_object_set_new(ev, "direction", json_string(dir_names[c->dir]));
-	json_object_set_new(ev, "from", str_or_null(c->from));
-	json_object_set_new(ev, "to", str_or_null(c->to));
-	json_object_set_new(ev, "did", str_or_null(c->did));
+	json_object_set_new(ev, "from", str_or_null(from));
+	json_object_set_new(ev, "to", str_or_null(to));
+	json_object_set_new(ev, "did", str_or_null(did));
 	return ev;
 }
 
