@@ -124,6 +124,8 @@ struct conf {
 		int64_t greeting_min_ms;
 		int responsible;
 		int64_t responsible_ring_ms;
+		int64_t transfer_ring_ms;
+		int64_t c2c_ring_ms;
 		bool skip_busy;
 		char *fallback;
 	} routing;

@@ -93,7 +93,7 @@ void b2b_timer_disarm(su_timer_t **t)
 
 /* ---- outbound branches -------------------------------------------------------- */
 
-static struct leg *leg_new(struct call *c, const char *uri, const char *agent,
+struct leg *b2b_leg_new(struct call *c, const char *uri, const char *agent,
 			   const char *route)
 {
 	struct leg *l = calloc(1, sizeof(*l));
@@ -160,7 +160,7 @@ static void send_bye(struct call *c, nta_leg_t *dlg)
 static bool fork_settled(const struct call *c)
 {
 	for (const struct leg *l = c->legs; l; l = l->next)
-		if (l->fork == c->fork && l->status < 200)
+		if (l->role == LEG_BRANCH && l->fork == c->fork && l->status < 200)
 			return false;
 	return true;
 }
@@ -230,7 +230,18 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	l->orq = NULL;
 	c->in_callback = true;
 	if (status < 300) {
-		leg_answered(l, sip);
+		if (l->role == LEG_BRANCH)
+			leg_answered(l, sip);
+		else
+			b2b_ctl_leg_answered(c, l, sip);
+	}
+	else if (l->role != LEG_BRANCH) {
+		l->ended_ms = clk_wall_ms();
+		b2b_act_leg(l, false);
+		log_info("call %s: branch %s answered %d", c->id, l->uri, status);
+		if (!c->ending)
+			b2b_ctl_leg_failed(c, l, status, sip && sip->sip_status ?
+					   sip->sip_status->st_phrase : NULL);
 	}
 	else {
 		l->ended_ms = clk_wall_ms();
@@ -389,7 +400,7 @@ static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
 				      TAG_IF(auth && www, SIPTAG_AUTHORIZATION_STR(auth)),
 				      TAG_IF(auth && !www, SIPTAG_PROXY_AUTHORIZATION_STR(auth)),
 				      SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-				      SIPTAG_PAYLOAD_STR(c->out_offer),
+				      SIPTAG_PAYLOAD_STR(l->offer ? l->offer : c->out_offer),
 				      SIPTAG_HEADER_STR(xid),
 				      TAG_IF(*c->carry, SIPTAG_HEADER_STR(c->carry)),
 				      TAG_IF(c->b2b->server, SIPTAG_USER_AGENT_STR(c->b2b->server)),
@@ -398,16 +409,20 @@ static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
 }
 
 /* Creates the dialog of one branch and sends its INVITE. 0 or an errno value. */
-static int leg_invite(struct call *c, struct leg *l)
+int b2b_leg_invite(struct call *c, struct leg *l)
 {
 	char from[320], to[400];
+	const char *fuser = l->from_user ? l->from_user : c->from;
+	const char *fname = l->from_name ? l->from_name : c->from_name;
 
 	/* every branch is offered the same relay port: build the SDP once */
-	if (!*c->out_offer && b2b_build_sdp(c, SIDE_OUT, -1, 101, MSDP_SENDRECV))
+	if (!l->offer && !*c->out_offer &&
+	    b2b_build_sdp(c, SIDE_OUT, -1, 101, MSDP_SENDRECV))
 		return EINVAL;
-	snprintf(from, sizeof(from), "%s%s%s<sip:%s@%s>", *c->from_name ? "\"" : "",
-		 c->from_name, *c->from_name ? "\" " : "", *c->from ? c->from : "anonymous",
-		 *c->from_host ? c->from_host : c->conf->sip.domain);
+	snprintf(from, sizeof(from), "%s%s%s<sip:%s@%s>", *fname ? "\"" : "",
+		 fname, *fname ? "\" " : "", *fuser ? fuser : "anonymous",
+		 *c->from_host && l->role != LEG_C2C_AGENT ? c->from_host :
+		 c->conf->sip.domain);
 	snprintf(to, sizeof(to), "<%s>", l->uri);
 	l->dlg = nta_leg_tcreate(sipd_agent(c->b2b->sipd), leg_request,
 				 (nta_leg_magic_t *)l, SIPTAG_FROM_STR(from),
@@ -415,6 +430,25 @@ static int leg_invite(struct call *c, struct leg *l)
 	if (!l->dlg || !nta_leg_tag(l->dlg, NULL))
 		return ENOMEM;
 	return leg_send(c, l, false, NULL);
+}
+
+void b2b_leg_answer_ack(struct leg *l, const sip_t *sip)
+{
+	leg_send_ack(l, sip);
+}
+
+/* Cancels the ringing branches of one role, but keep. */
+void b2b_cancel_role(struct call *c, enum leg_role role, const struct leg *keep)
+{
+	for (struct leg *l = c->legs; l; l = l->next) {
+		if (l->role != role || l == keep || l->status >= 200)
+			continue;
+		if (l->orq && !l->cancelled) {
+			nta_outgoing_cancel(l->orq);
+			l->cancelled = true;
+		}
+		b2b_act_leg(l, false);
+	}
 }
 
 static void cancel_fork_legs(struct call *c, size_t fork, bool all)
@@ -447,35 +481,83 @@ static size_t start_target(struct call *c, const struct route_target *t)
 {
 	const struct conf *cf = c->conf;
 	char uri[ROUTE_URI_MAX + 64];
-	size_t n = 0;
 
 	if (t->kind == ROUTE_TARGET_URI) {
-		struct leg *l = leg_new(c, t->uri, NULL, NULL);
+		struct leg *l = b2b_leg_new(c, t->uri, NULL, NULL);
 
-		return l && !leg_invite(c, l) ? 1 : 0;
+		return l && !b2b_leg_invite(c, l) ? 1 : 0;
 	}
 	if (t->kind == ROUTE_TARGET_TRUNK) {
 		b2b_trunk_uri(c, t->uri, uri, sizeof(uri));
-		struct leg *l = leg_new(c, uri, NULL, NULL);
+		struct leg *l = b2b_leg_new(c, uri, NULL, NULL);
 
 		if (l)
 			l->trunk = cf->ntrunks ? &cf->trunks[0] : NULL;
-		return l && !leg_invite(c, l) ? 1 : 0;
+		return l && !b2b_leg_invite(c, l) ? 1 : 0;
 	}
-	for (const struct reg_contact *rc = reg_contacts(c->b2b->reg, t->ext); rc;
-	     rc = rc->next) {
-		struct leg *l = leg_new(c, rc->uri, t->ext, rc->received);
+	return b2b_ring_agent(c, t->ext, LEG_BRANCH, NULL, NULL);
+}
 
-		n += l && !leg_invite(c, l) ? 1 : 0;
+/*
+ * Rings every registered phone of an agent, or its extension_uri when it
+ * has none, as branches of role with SDP offer (NULL: the call's).
+ * Returns how many branches went out.
+ */
+size_t b2b_ring_agent(struct call *c, const char *ext, enum leg_role role,
+		      const char *offer, const char *from_user)
+{
+	const struct conf *cf = c->conf;
+	char uri[ROUTE_URI_MAX + 64];
+	size_t n = 0;
+	struct leg *l;
+
+	for (const struct reg_contact *rc = reg_contacts(c->b2b->reg, ext); rc;
+	     rc = rc->next) {
+		l = b2b_leg_new(c, rc->uri, ext, rc->received);
+		if (l) {
+			l->role = role;
+			l->offer = offer;
+			l->from_user = l->from_name = from_user;
+		}
+		n += l && !b2b_leg_invite(c, l) ? 1 : 0;
 	}
 	if (n == 0 && *cf->pbx.extension_uri) {
-		struct leg *l;
-
-		b2b_expand_ext(cf->pbx.extension_uri, t->ext, uri, sizeof(uri));
-		l = leg_new(c, uri, t->ext, NULL);
-		n += l && !leg_invite(c, l) ? 1 : 0;
+		b2b_expand_ext(cf->pbx.extension_uri, ext, uri, sizeof(uri));
+		l = b2b_leg_new(c, uri, ext, NULL);
+		if (l) {
+			l->role = role;
+			l->offer = offer;
+			l->from_user = l->from_name = from_user;
+		}
+		n += l && !b2b_leg_invite(c, l) ? 1 : 0;
 	}
 	return n;
+}
+
+struct find_ctx {
+	const char *callid;
+	struct call *found;
+};
+
+static int find_cb(const char *key, void *val, void *arg)
+{
+	struct find_ctx *x = arg;
+	struct call *c = val;
+
+	(void)key;
+	if (!c->ending && !strcmp(c->in_callid, x->callid)) {
+		x->found = c;
+		return 1;
+	}
+	return 0;
+}
+
+struct call *b2b_call_find(struct b2b *b, const char *in_callid)
+{
+	struct find_ctx x = { in_callid, NULL };
+
+	hmap_apply(b->calls, find_cb, &x);
+	return x.found;
 }
 
 static void fork_start(struct call *c)
@@ -567,7 +649,7 @@ static void call_free(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 		leg_release(l);
 		free(l);
 	}
-	if (c->in_dlg)
+	if (c->in_dlg && !c->in_leg)
 		nta_leg_destroy(c->in_dlg);
 	if (c->in_irq)
 		nta_incoming_destroy(c->in_irq);
@@ -606,6 +688,7 @@ static void call_end(struct call *c, const char *disposition)
 	b2b_timer_disarm(&c->tmr_greeting);
 	b2b_timer_disarm(&c->tmr_lookup);
 	c->lookup = crm_lookup_cancel(c->lookup);
+	b2b_xfer_free(c);
 	b2b_side_cleanup(c);
 	cancel_fork_legs(c, 0, true);
 	media_ep_free(c->b2b->media, c->ep_in);

@@ -302,7 +302,8 @@ static int api_cdr(struct api_req *req, void *arg)
 
 int b2b_api_register(struct b2b *b, struct api *api)
 {
-	return api_route(api, "GET", "/api/v1/calls", true, api_calls, b) ||
+	return b2b_ctl_register(b, api) ||
+	       api_route(api, "GET", "/api/v1/calls", true, api_calls, b) ||
 	       api_route(api, "GET", "/api/v1/calls/*", true, api_call, b) ||
 	       api_route(api, "GET", "/api/v1/cdr", true, api_cdr, b);
 }

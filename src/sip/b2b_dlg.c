@@ -99,6 +99,7 @@ int b2b_build_sdp(struct call *c, int side, int answer_pt, int te_pt,
 	else
 		for (size_t i = 0; i < cf->media.ncodecs && npts < 2; i++)
 			pts[npts++] = cf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
+	c->side[side].sent_mode = mode;
 	return msdp_build(side_sdp(c, side), side_sdp_size(c, side), cf->media.ip,
 			  side_port(c, side), pts, (size_t)npts, te_pt, mode,
 			  c->sess_id, ++c->side[side].ver) < 0 ? -1 : 0;
@@ -460,9 +461,9 @@ static int early_offer(struct call *c, struct leg *l, nta_incoming_t *irq,
 		       const sip_t *sip)
 {
 	struct msdp_info info;
-	int side = l ? SIDE_OUT : SIDE_IN;
+	int side = b2b_side_of(c, l);
 
-	if (l == NULL && has_sdp(sip) &&
+	if (side == SIDE_IN && has_sdp(sip) &&
 	    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 			c->conf->media.codecs, &info)) {
 		b2b_apply_peer(c, SIDE_IN, &info);
@@ -493,8 +494,8 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 {
 	sip_method_t m = sip->sip_request->rq_method;
 	bool answered = c->state == CALL_ANSWERED && c->winner &&
-			(l == NULL || l == c->winner);
-	int side = l ? SIDE_OUT : SIDE_IN;
+			(l == NULL || l == c->winner || l == c->in_leg);
+	int side = b2b_side_of(c, l);
 
 	sipd_count_request(sip);
 	switch (m) {
@@ -511,11 +512,13 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 		return 481;
 	case sip_method_bye:
 		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
-		if (l == NULL && c->winner)
+		if (b2b_xfer_bye(c, l))
+			return 200;     /* the transferor left: the transfer goes on */
+		if (side == SIDE_IN && c->winner)
 			b2b_send_bye(c, c->winner->dlg);
 		else if (l != NULL && l == c->winner && c->in_dlg)
 			b2b_send_bye(c, c->in_dlg);
-		else if (l != NULL && l != c->winner)
+		else if (side == SIDE_OUT && l != c->winner)
 			return 200;     /* a lost branch hanging up: not the call */
 		b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "cancelled");
 		return 200;
@@ -528,6 +531,8 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 		if (answered)
 			return on_offer(c, side, irq, sip);
 		return early_offer(c, l, irq, sip);
+	case sip_method_refer:
+		return b2b_refer(c, l, irq, sip);
 	case sip_method_options:
 	case sip_method_info:
 		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
@@ -536,6 +541,48 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 		sipd_reply(c->b2b->sipd, irq, SIP_405_METHOD_NOT_ALLOWED, TAG_END());
 		return 405;
 	}
+}
+
+/* Which side a branch is (SIDE_IN for the caller's dialog, l NULL). */
+int b2b_side_of(const struct call *c, const struct leg *l)
+{
+	return l && l != c->in_leg ? SIDE_OUT : SIDE_IN;
+}
+
+/* A side gets a new dialog (a transfer): forget the old one's state. */
+void b2b_side_reset(struct call *c, int side)
+{
+	struct side *sd = &c->side[side];
+
+	b2b_timer_disarm(&sd->tmr_se);
+	if (sd->irq) {
+		sipd_reply(c->b2b->sipd, sd->irq, SIP_487_REQUEST_TERMINATED, TAG_END());
+		nta_incoming_destroy(sd->irq);
+		sd->irq = NULL;
+	}
+	if (sd->orq) {
+		nta_outgoing_destroy(sd->orq);
+		sd->orq = NULL;
+	}
+	sd->have_cur = false;
+	sd->ack_sdp = false;
+	sd->se_ms = 0;
+	sd->we_refresh = false;
+	sd->timer_feature = false;
+	sd->allow_update = false;
+	sd->sent_mode = MSDP_SENDRECV;
+}
+
+/* Offers our SDP to side again with mode (e.g. off hold after a transfer). */
+int b2b_side_reoffer(struct call *c, int side, enum msdp_mode mode)
+{
+	struct side *sd = &c->side[side];
+
+	if (sd->irq || sd->orq || !sd->have_cur)
+		return -1;
+	if (b2b_build_sdp(c, side, -1, sd->cur.te_pt >= 0 ? sd->cur.te_pt : 101, mode))
+		return -1;
+	return send_offer(c, side, sip_method_invite, true);
 }
 
 /* The call ends: pending offers are answered, timers stopped. */

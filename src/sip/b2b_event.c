@@ -25,6 +25,7 @@
 #include "clk.h"
 #include "conf.h"
 #include "hmap.h"
+#include "metrics.h"
 #include "crm/crm.h"
 #include "crm/normalize.h"
 #include "sip/b2b.h"
@@ -147,8 +148,26 @@ void b2b_ev_answered(struct call *c, const struct leg *l)
 	ev = call_event(c, "call.answered");
 	if (!ev)
 		return;
-	json_object_set_new(ev, "agent", str_or_null(l->agent));
-	json_object_set_new(ev, "crm_user", crm_user_of(c, l->agent));
+	json_object_set_new(ev, "agent", str_or_null(*l->agent ? l->agent :
+						     c->dir == ROUTE_OUTBOUND ?
+						     c->caller_agent : NULL));
+	json_object_set_new(ev, "crm_user", crm_user_of(c, *l->agent ? l->agent :
+							c->dir == ROUTE_OUTBOUND ?
+							c->caller_agent : NULL));
+	emit(c, ev);
+}
+
+void b2b_ev_transferred(struct call *c, const char *agent, const char *by,
+			const char *mode)
+{
+	json_t *ev = call_event(c, "call.transferred");
+
+	if (!ev)
+		return;
+	json_object_set_new(ev, "agent", str_or_null(agent));
+	json_object_set_new(ev, "crm_user", crm_user_of(c, agent));
+	json_object_set_new(ev, "by", str_or_null(by));
+	json_object_set_new(ev, "mode", json_string(mode));
 	emit(c, ev);
 }
 
@@ -297,11 +316,40 @@ static void on_reg_status(const char *ext, bool online, void *arg)
 	act_check(b, a, ext);
 }
 
+/* sipcrm_agents{status}: how many configured agents are in each status. */
+static void collect(void *arg)
+{
+	static const char *const names[] = { "offline", "idle", "ringing", "busy" };
+	static struct metric *m[4];
+	struct b2b *b = arg;
+	int64_t n[4] = { 0 };
+
+	if (!b->acts)
+		return;
+	for (size_t k = 0; k < 4 && !m[3]; k++) {
+		char lbl[32];
+
+		snprintf(lbl, sizeof(lbl), "status=\"%s\"", names[k]);
+		m[k] = metrics_gauge("sipcrm_agents", "configured agents by status", lbl);
+	}
+	for (size_t i = 0; i < b->conf->nagents; i++) {
+		const char *ext = b->conf->agents[i].ext;
+		const char *st = status_of(b, hmap_get(b->acts, ext), ext);
+
+		for (size_t k = 0; k < 4; k++)
+			if (!strcmp(st, names[k]))
+				n[k]++;
+	}
+	for (size_t k = 0; k < 4; k++)
+		metrics_set(m[k], n[k]);
+}
+
 int b2b_act_init(struct b2b *b)
 {
 	if (hmap_alloc(&b->acts, 64))
 		return -1;
 	reg_on_status(b->reg, on_reg_status, b);
+	metrics_on_collect(collect, b);
 	return 0;
 }
 

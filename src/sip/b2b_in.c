@@ -133,13 +133,16 @@ void b2b_call_answered(struct call *c, struct leg *l)
 	char cbuf[256], se[64];
 	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
 	bool timer = b2b_se_header(c, SIDE_IN, se, sizeof(se));
+	const char *agent;
 
 	c->state = CALL_ANSWERED;
 	c->answered_ms = clk_wall_ms();
-	if (*l->agent) {
+	/* an outbound call is the calling agent's */
+	agent = *l->agent ? l->agent : c->dir == ROUTE_OUTBOUND ? c->caller_agent : "";
+	if (*agent) {
 		if (!*c->first_agent)
-			snprintf(c->first_agent, sizeof(c->first_agent), "%s", l->agent);
-		snprintf(c->last_agent, sizeof(c->last_agent), "%s", l->agent);
+			snprintf(c->first_agent, sizeof(c->first_agent), "%s", agent);
+		snprintf(c->last_agent, sizeof(c->last_agent), "%s", agent);
 	}
 	b2b_act_busy(c, false, true);
 	b2b_act_leg(l, false);
@@ -147,13 +150,16 @@ void b2b_call_answered(struct call *c, struct leg *l)
 	b2b_cancel_others(c);
 	b2b_timer_disarm(&c->tmr_fork);
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
-	sipd_reply(c->b2b->sipd, c->in_irq, SIP_200_OK,
-		   TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
-		   TAG_IF(timer, SIPTAG_SESSION_EXPIRES_STR(se)),
-		   TAG_IF(timer && c->side[SIDE_IN].timer_feature, SIPTAG_REQUIRE_STR("timer")),
-		   SIPTAG_ALLOW_STR("INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY"),
-		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-		   SIPTAG_PAYLOAD_STR(c->in_answer), TAG_END());
+	if (c->in_irq)  /* click-to-call: the agent has answered already */
+		sipd_reply(c->b2b->sipd, c->in_irq, SIP_200_OK,
+			   TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
+			   TAG_IF(timer, SIPTAG_SESSION_EXPIRES_STR(se)),
+			   TAG_IF(timer && c->side[SIDE_IN].timer_feature,
+				  SIPTAG_REQUIRE_STR("timer")),
+			   SIPTAG_ALLOW_STR("INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, "
+					    "UPDATE, PRACK, REFER, NOTIFY"),
+			   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
+			   SIPTAG_PAYLOAD_STR(c->in_answer), TAG_END());
 	b2b_se_start(c, SIDE_IN);
 	b2b_se_start(c, SIDE_OUT);
 	log_info("call %s answered by %s", c->id, l->uri);
@@ -164,6 +170,8 @@ void b2b_call_failed(struct call *c, int status, const char *phrase)
 	if (status < 300 || status > 699)
 		status = 480;
 	reply_in(c, status, phrase && *phrase ? phrase : NULL, TAG_NULL());
+	if (c->in_leg)          /* click-to-call: the agent is connected */
+		b2b_send_bye(c, c->in_dlg);
 	b2b_call_end(c, status == 486 || status == 600 ? "busy" :
 		     status == 487 ? "cancelled" :
 		     c->first_agent[0] || status == 480 || status == 408 ? "missed" :
@@ -343,6 +351,8 @@ static struct call *call_new(struct b2b *b, const sip_t *sip, enum route_directi
 		snprintf(c->did, sizeof(c->did), "%s", c->to);
 	}
 	carry_headers(c, sip);
+	if (sip->sip_call_id && sip->sip_call_id->i_id)
+		snprintf(c->in_callid, sizeof(c->in_callid), "%s", sip->sip_call_id->i_id);
 	route_settings(c->conf, dir == ROUTE_INBOUND ? c->did : NULL, &c->set);
 	return c;
 }

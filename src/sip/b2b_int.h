@@ -16,6 +16,8 @@
 #include "routing/route.h"
 #include "sip/msdp.h"
 
+struct api;
+
 struct b2b {
 	su_root_t *root;
 	struct sipd *sipd;
@@ -53,6 +55,7 @@ enum { SIDE_IN = 0, SIDE_OUT = 1 };
 struct side {
 	struct call *call;
 	int idx;                        /* SIDE_IN or SIDE_OUT */
+	enum msdp_mode sent_mode;       /* the direction of our last SDP to it */
 	nta_incoming_t *irq;            /* its offer, waiting for the other side */
 	sip_method_t irq_method;
 	nta_outgoing_t *orq;            /* our re-INVITE/UPDATE to it */
@@ -69,9 +72,20 @@ struct side {
 	su_timer_t *tmr_se;
 };
 
+/* What a branch is for. */
+enum leg_role {
+	LEG_BRANCH,             /* a target of the routing plan */
+	LEG_C2C_AGENT,          /* click-to-call: the agent's phone, rung first */
+	LEG_XFER,               /* a transfer's target */
+};
+
 struct leg {
 	struct leg *next;
 	struct call *call;
+	enum leg_role role;
+	const char *offer;              /* its SDP when not the call's out_offer */
+	const char *from_user;          /* From when not the call's */
+	const char *from_name;
 	nta_leg_t *dlg;
 	nta_outgoing_t *orq;
 	size_t fork;
@@ -128,6 +142,11 @@ struct call {
 	bool caller_100rel;             /* Require: 100rel: 1xx go reliably */
 	bool late_offer;                /* INVITE without SDP: ours goes in the 200 */
 	struct side side[2];
+	struct leg *in_leg;             /* click-to-call: the agent's leg is the
+					   caller's side (SIDE_IN) */
+	struct xfer *xfer;              /* a transfer under way */
+	char in_callid[128];            /* Call-ID of the caller's dialog */
+	char c2c_number[64];            /* click-to-call: the client's number */
 
 	su_timer_t *tmr_fork, *tmr_greeting, *tmr_lookup, *tmr_free;
 	int64_t started_ms, answered_ms, ended_ms;
@@ -146,6 +165,14 @@ struct call {
 };
 
 /* b2b.c */
+struct leg *b2b_leg_new(struct call *c, const char *uri, const char *agent,
+			const char *route);
+int b2b_leg_invite(struct call *c, struct leg *l);
+void b2b_leg_answer_ack(struct leg *l, const sip_t *sip);
+void b2b_cancel_role(struct call *c, enum leg_role role, const struct leg *keep);
+size_t b2b_ring_agent(struct call *c, const char *ext, enum leg_role role,
+		      const char *offer, const char *from_user);
+struct call *b2b_call_find(struct b2b *b, const char *in_callid);
 const char *b2b_contact(const struct call *c, char *buf, size_t sz);
 void b2b_timer_arm(su_timer_t **t, struct b2b *b, int64_t ms, su_timer_f f,
 		   void *arg);
@@ -171,6 +198,9 @@ void b2b_apply_peer(struct call *c, int side, const struct msdp_info *info);
 int b2b_build_sdp(struct call *c, int side, int answer_pt, int te_pt,
 		  enum msdp_mode mode);
 void b2b_leg_ack(nta_leg_t *dlg, const sip_t *sip);
+void b2b_side_reset(struct call *c, int side);
+int b2b_side_reoffer(struct call *c, int side, enum msdp_mode mode);
+int b2b_side_of(const struct call *c, const struct leg *l);
 
 /* b2b_in.c */
 void b2b_call_ringing(struct call *c, struct leg *l);
@@ -183,6 +213,16 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 void b2b_trunk_uri(const struct call *c, const char *number, char *out, size_t sz);
 void b2b_expand_ext(const char *tmpl, const char *ext, char *out, size_t sz);
 bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self);
+
+/* b2b_ctl.c: transfers, click-to-call, hangup from the API */
+int b2b_refer(struct call *c, struct leg *l, nta_incoming_t *irq, const sip_t *sip);
+void b2b_ctl_leg_answered(struct call *c, struct leg *l, const sip_t *sip);
+void b2b_ctl_leg_failed(struct call *c, struct leg *l, int status, const char *phrase);
+bool b2b_xfer_bye(struct call *c, struct leg *l);
+void b2b_xfer_free(struct call *c);
+int b2b_ctl_register(struct b2b *b, struct api *api);
+void b2b_ev_transferred(struct call *c, const char *agent, const char *by,
+			const char *mode);
 
 /* b2b_cdr.c */
 void b2b_cdr_write(struct call *c);
