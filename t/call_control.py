@@ -14,7 +14,8 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from sipcrm_test import Tap, Daemon, free_port
+import subprocess
+from sipcrm_test import Tap, Daemon, free_port, SIPCRMCTL
 from sipua import UA
 from crm_emulator import CrmEmulator
 
@@ -339,6 +340,30 @@ if leg:
 evs = events(ccid)
 t.eq((types(evs).count("call.ended"), evs[-1].get("disposition") if evs else None),
      (1, "busy"), "an agent who rejects the click-to-call: busy, one call.ended")
+
+# --- 11. the same from sipcrmctl -----------------------------------------------------------------
+def ctl(*args):
+    return subprocess.run([SIPCRMCTL, "-u", "http://127.0.0.1:%d" % d.api_port,
+                           "-t", d.token] + list(args), capture_output=True, text=True,
+                          timeout=20)
+
+
+cust, dlg, leg, cid = answered_call()
+r = ctl("transfer", cid or "-", "102")
+t.eq(r.returncode, 0, "sipcrmctl transfer CALL 102 exits 0") or t.diag(r.stdout + r.stderr)
+b = a102.wait_invite(timeout=5)
+if b:
+    b.auto_answer = set(IN_DLG)
+    b.reply(b.invite, 200, body=b.sdp())
+    b.wait_ack(3)
+t.ok(got(leg, "BYE"), "the agent left (blind)")
+time.sleep(0.2)
+r = ctl("hangup", cid or "-")
+t.eq(r.returncode, 0, "sipcrmctl hangup CALL exits 0") or t.diag(r.stdout + r.stderr)
+t.ok(got(dlg, "BYE") and b and got(b, "BYE"), "and ends the call")
+cust.close()
+r = ctl("call", "+79169999999", "--agent", "103")
+t.ok(r.returncode != 0, "sipcrmctl call for an offline agent fails", r.stdout + r.stderr)
 
 st, m = d.http("GET", "/metrics", auth=False, raw=True)
 t.like(m, 'sipcrm_agents{status="offline"} 1', "agents by status in /metrics (103 offline)")
