@@ -44,9 +44,10 @@ enum opt_type {
 	T_DIGITS,
 	T_HA1,
 	T_DIGEST_ALGS,  /* "SHA-256 MD5", in order of preference */
+	T_RESPLIST,     /* rule responsible: first_answered last_answered ... */
 };
 
-enum sect_kind { S_CONF, S_AGENT, S_DID, S_TRUNK };
+enum sect_kind { S_CONF, S_AGENT, S_DID, S_TRUNK, S_RULE };
 
 struct opt {
 	const char *section;
@@ -69,6 +70,17 @@ static const char *const e_crm[] = { "none", "generic", "bitrix24", "amocrm",
 #define A(f) offsetof(struct conf_agent, f)
 #define D(f) offsetof(struct conf_did, f)
 #define K(f) offsetof(struct conf_trunk, f)
+#define R(f) offsetof(struct conf_rule, f)
+
+const char *const conf_rule_types[] = {
+	"incoming_unknown_answered", "incoming_known_answered",
+	"outgoing_known_answered", "outgoing_unknown_answered",
+	"missed_unknown", "missed_known", "outgoing_known_unanswered", NULL
+};
+
+static const char *const rule_resp_words[] = {
+	"first_answered", "last_answered", "first_rung", "client", "default", NULL
+};
 
 static const struct opt opts[] = {
 	{ "core", "db", T_PATH, C(core.db), 0, "sipcrm.db",
@@ -169,6 +181,30 @@ static const struct opt opts[] = {
 	  "how long an undelivered event is retried before it is kept as dead", NULL },
 	{ "crm", "event_backoff_max", T_DUR, C(crm.event_backoff_max_ms), 0, "5min",
 	  "the longest wait between two attempts to deliver an event", NULL },
+	{ "crm", "url", T_STR, C(crm.url), 0, "",
+	  "bitrix24: inbound webhook or REST address; amocrm: account address", NULL },
+	{ "crm", "subdomain", T_STR, C(crm.subdomain), 0, "",
+	  "amocrm: the account's subdomain (SUBDOMAIN.amocrm.ru)", NULL },
+	{ "crm", "token", T_STR, C(crm.token), 0, "",
+	  "amocrm: long-lived access token", NULL },
+	{ "crm", "client_id", T_STR, C(crm.client_id), 0, "",
+	  "OAuth application id (bitrix24, amocrm)", NULL },
+	{ "crm", "client_secret", T_STR, C(crm.client_secret), 0, "",
+	  "OAuth application secret", NULL },
+	{ "crm", "refresh_token", T_STR, C(crm.refresh_token), 0, "",
+	  "OAuth refresh token to start from (then kept in sqlite)", NULL },
+	{ "crm", "redirect_uri", T_STR, C(crm.redirect_uri), 0, "",
+	  "amocrm OAuth: the integration's redirect URI", NULL },
+	{ "crm", "oauth_url", T_STR, C(crm.oauth_url), 0, "",
+	  "OAuth token endpoint; empty: the CRM's own", NULL },
+	{ "crm", "webhook_token", T_STR, C(crm.webhook_token), 0, "",
+	  "authenticates webhooks: bitrix24 application_token, amocrm ?token=", NULL },
+	{ "crm", "default_user", T_STR, C(crm.default_user), 0, "",
+	  "CRM user id for calls and entities nobody else is responsible for", NULL },
+	{ "crm", "source", T_STR, C(crm.source), 0, "sipcrm",
+	  "amocrm: source of calls and unsorted entries", NULL },
+	{ "crm", "timeman", T_BOOL, C(crm.timeman), 0, "yes",
+	  "bitrix24: a responsible user not at work (TIMEMAN_STATUS) is not rung", NULL },
 
 	{ "api", "listen", T_HOSTPORT, C(api.listen_host), C(api.listen_port),
 	  "127.0.0.1:8080", "HTTP API address", NULL },
@@ -202,6 +238,26 @@ static const struct opt opts[] = {
 	  "stored MD5 HA1 (hex) instead of a password; disables SHA-256 digest", NULL },
 	{ "agent", "name", T_STR, A(name), 0, NULL, "display name", NULL },
 	{ "agent", "crm_user", T_STR, A(crm_user), 0, NULL, "the CRM's user id", NULL },
+
+	{ "rule", "contact", T_STR, R(contact), 0, NULL,
+	  "unknown callers: create a contact with this name template", NULL },
+	{ "rule", "lead", T_STR, R(lead), 0, NULL, "bitrix24: create a lead (title template)", NULL },
+	{ "rule", "deal", T_STR, R(deal), 0, NULL, "create a deal (title template)", NULL },
+	{ "rule", "pipeline", T_STR, R(pipeline), 0, NULL,
+	  "the deal's (and unsorted entry's) pipeline id", NULL },
+	{ "rule", "stage", T_STR, R(stage), 0, NULL, "the deal's or lead's stage id", NULL },
+	{ "rule", "unsorted", T_BOOL, R(unsorted), 0, "no",
+	  "amocrm, unknown callers: an Unsorted entry (with its contact and deal)", NULL },
+	{ "rule", "crm_create", T_BOOL, R(crm_create), 0, "no",
+	  "bitrix24, unknown callers: register the call with CRM_CREATE=1", NULL },
+	{ "rule", "task", T_STR, R(task), 0, NULL, "create a task (title template)", NULL },
+	{ "rule", "task_deadline", T_DUR, R(task_deadline_ms), 0, "24h",
+	  "the task's deadline, from the end of the call", NULL },
+	{ "rule", "responsible", T_RESPLIST, R(responsible), 0, NULL,
+	  "who is responsible, first that applies: first_answered last_answered "
+	  "first_rung client default", NULL },
+	{ "rule", "default_user", T_STR, R(default_user), 0, NULL,
+	  "the CRM user id 'default' means here", NULL },
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -650,6 +706,36 @@ static int set_digest_algs(struct parser *p, struct conf *c, const struct opt *o
 	return 0;
 }
 
+/* "last_answered client default": words of rule_resp_words, each once */
+static int set_resplist(struct parser *p, char **dst, const struct opt *o,
+			const char *v)
+{
+	char *buf = strdup(v), *save = NULL;
+	unsigned seen = 0;
+	int err = 0;
+
+	if (!buf)
+		return ENOMEM;
+	for (char *w = strtok_r(buf, " \t,", &save); w && !err;
+	     w = strtok_r(NULL, " \t,", &save)) {
+		int i;
+
+		for (i = 0; rule_resp_words[i] && strcmp(w, rule_resp_words[i]); i++)
+			;
+		if (!rule_resp_words[i])
+			err = perr(p, "%s: '%s' is not one of first_answered | last_answered"
+				   " | first_rung | client | default", o->key, w);
+		else if (seen & (1u << i))
+			err = perr(p, "%s: '%s' listed twice", o->key, w);
+		seen |= 1u << i;
+	}
+	free(buf);
+	if (!err && !seen)
+		err = perr(p, "%s: name at least one of first_answered | last_answered"
+			   " | first_rung | client | default", o->key);
+	return err ? err : set_str(dst, v);
+}
+
 static int set_enum(struct parser *p, int *dst, const struct opt *o, const char *v)
 {
 	char list[128] = "";
@@ -796,6 +882,8 @@ static int set_value(struct parser *p, struct conf *c, void *base,
 		if (strlen(v) != 32 || strspn(v, "0123456789abcdefABCDEF") != 32)
 			return perr(p, "%s: HA1 must be 32 hex digits", o->key);
 		return set_str(f, v);
+	case T_RESPLIST:
+		return set_resplist(p, f, o, v);
 	}
 	return EINVAL;
 }
@@ -834,6 +922,39 @@ static int apply_defaults(struct parser *p, struct conf *c, const char *section,
 	({ void *_na = realloc((arr), ((n) + 1) * sizeof(*(arr))); \
 	   if (_na) { (arr) = _na; memset(&(arr)[(n)], 0, sizeof(*(arr))); } \
 	   _na != NULL; })
+
+/* [rule:TYPE] or [rule:TYPE:DID] */
+static int open_rule(struct parser *p, struct conf *c, struct section *s,
+		     const char *name)
+{
+	char type[40];
+	const char *colon = strchr(name, ':'), *did = colon ? colon + 1 : NULL;
+	size_t n = colon ? (size_t)(colon - name) : strlen(name);
+	struct conf_rule *r;
+	int i;
+
+	snprintf(type, sizeof(type), "%.*s", (int)(n < sizeof(type) ? n : 0), name);
+	for (i = 0; conf_rule_types[i] && strcmp(type, conf_rule_types[i]); i++)
+		;
+	if (!conf_rule_types[i])
+		return perr(p, "[rule:%s]: the type is one of incoming_unknown_answered, "
+			    "incoming_known_answered, outgoing_known_answered, "
+			    "outgoing_unknown_answered, missed_unknown, missed_known, "
+			    "outgoing_known_unanswered", name);
+	if (did && !valid_number(did))
+		return perr(p, "[rule:%s]: a DID is a number (+digits)", name);
+	if (conf_rule_find(c, type, did))
+		return perr(p, "[rule:%s] defined twice", name);
+	if (!GROW(c->rules, c->nrules))
+		return ENOMEM;
+	r = &c->rules[c->nrules++];
+	r->line = p->line;
+	s->kind = S_RULE;
+	s->base = r;
+	if (set_str(&r->type, type) || (did && set_str(&r->did, did)))
+		return ENOMEM;
+	return apply_defaults(p, c, "rule", r) ? EINVAL : 0;
+}
 
 static int open_named(struct parser *p, struct conf *c, struct section *s,
 		      const char *kind, const char *name)
@@ -887,6 +1008,12 @@ static int open_named(struct parser *p, struct conf *c, struct section *s,
 		if (apply_defaults(p, c, "trunk", s->base))
 			return EINVAL;
 	}
+	else if (!strcmp(kind, "rule")) {
+		int e = open_rule(p, c, s, name);
+
+		if (e)
+			return e;
+	}
 	else {
 		return perr(p, "unknown section [%s:%s]", kind, name);
 	}
@@ -916,6 +1043,8 @@ static int open_section(struct parser *p, struct conf *c, struct section *s,
 	}
 	if (!strcmp(hdr, "agent") || !strcmp(hdr, "did") || !strcmp(hdr, "trunk"))
 		return perr(p, "[%s] needs a name: [%s:NAME]", hdr, hdr);
+	if (!strcmp(hdr, "rule"))
+		return perr(p, "[rule] needs a call type: [rule:TYPE] or [rule:TYPE:DID]");
 	return perr(p, "unknown section [%s]", hdr);
 }
 
@@ -1007,6 +1136,67 @@ static int parse_line(struct parser *p, struct conf *c, struct section *s,
 
 /* ---- cross-field checks ------------------------------------------------- */
 
+/* [crm] for bitrix24 and amocrm: where the account is, and how to log in. */
+static int check_crm_account(struct parser *p, struct conf *c)
+{
+	bool oauth = *c->crm.client_id || *c->crm.client_secret || *c->crm.refresh_token;
+
+	if (c->crm.type != CONF_CRM_BITRIX24 && c->crm.type != CONF_CRM_AMOCRM)
+		return 0;
+	p->line = 0;
+	if (oauth && (!*c->crm.client_id || !*c->crm.client_secret ||
+		      !*c->crm.refresh_token))
+		return perr(p, "[crm] OAuth needs client_id, client_secret and refresh_token");
+	if (c->crm.type == CONF_CRM_BITRIX24) {
+		if (strncmp(c->crm.url, "http://", 7) && strncmp(c->crm.url, "https://", 8))
+			return perr(p, "[crm] type = bitrix24 needs url: the inbound webhook "
+				    "https://PORTAL/rest/USER/TOKEN/ (or, with OAuth, "
+				    "https://PORTAL/rest/)");
+		if (!*c->crm.default_user)
+			return perr(p, "[crm] type = bitrix24 needs default_user: the "
+				    "portal user calls nobody has answered yet belong to");
+		return 0;
+	}
+	if (!*c->crm.subdomain && strncmp(c->crm.url, "http://", 7) &&
+	    strncmp(c->crm.url, "https://", 8))
+		return perr(p, "[crm] type = amocrm needs subdomain (or url)");
+	if (!oauth && !*c->crm.token)
+		return perr(p, "[crm] type = amocrm needs token (a long-lived token) or "
+			    "client_id, client_secret and refresh_token");
+	if (oauth && !*c->crm.redirect_uri)
+		return perr(p, "[crm] amocrm OAuth needs redirect_uri (the integration's)");
+	return 0;
+}
+
+/* What a rule may ask of the configured CRM, and of its call type. */
+static int check_rules(struct parser *p, struct conf *c)
+{
+	for (size_t i = 0; i < c->nrules; i++) {
+		const struct conf_rule *r = &c->rules[i];
+		bool known = strstr(r->type, "_known") != NULL;
+
+		p->line = r->line;
+		if (known && r->contact && *r->contact)
+			return perr(p, "[rule:%s]: contact is for unknown numbers only",
+				    r->type);
+		if (known && r->unsorted)
+			return perr(p, "[rule:%s]: unsorted is for unknown numbers only",
+				    r->type);
+		if (known && r->crm_create)
+			return perr(p, "[rule:%s]: crm_create is for unknown numbers only",
+				    r->type);
+		if (c->crm.type == CONF_CRM_AMOCRM && r->lead && *r->lead)
+			return perr(p, "[rule:%s]: amoCRM has no leads apart from deals; "
+				    "use deal", r->type);
+		if (c->crm.type == CONF_CRM_AMOCRM && r->crm_create)
+			return perr(p, "[rule:%s]: crm_create is for bitrix24", r->type);
+		if (c->crm.type == CONF_CRM_BITRIX24 && r->unsorted)
+			return perr(p, "[rule:%s]: unsorted is for amocrm", r->type);
+	}
+	p->line = 0;
+	return 0;
+}
+
 static int check_conf(struct parser *p, struct conf *c)
 {
 	bool tls = false;
@@ -1047,6 +1237,8 @@ static int check_conf(struct parser *p, struct conf *c)
 	if (c->crm.type == CONF_CRM_GENERIC &&
 	    (!*c->crm.lookup_url || !*c->crm.events_url))
 		return perr(p, "[crm] type = generic needs lookup_url and events_url");
+	if (check_crm_account(p, c) || check_rules(p, c))
+		return EINVAL;
 	if (c->media.rtp_min % 2)
 		c->media.rtp_min++;
 	if (c->media.rtp_max < c->media.rtp_min + 1)
@@ -1189,7 +1381,7 @@ static void free_fields(void *base, const char *section)
 		case T_STR: case T_PATH: case T_WAV: case T_URI: case T_URI_TMPL:
 		case T_LOGLEVEL: case T_HOSTPORT: case T_IP: case T_NUMBER:
 		case T_RINGBACK: case T_EXT: case T_DIGITS: case T_HA1:
-		case T_LISTENS: case T_CIDRS:
+		case T_LISTENS: case T_CIDRS: case T_RESPLIST:
 			free(*(void **)f);
 			*(void **)f = NULL;
 			break;
@@ -1219,6 +1411,12 @@ struct conf *conf_deref(struct conf *c)
 		free_fields(&c->trunks[i], "trunk");
 		free(c->trunks[i].name);
 	}
+	for (size_t i = 0; i < c->nrules; i++) {
+		free_fields(&c->rules[i], "rule");
+		free(c->rules[i].type);
+		free(c->rules[i].did);
+	}
+	free(c->rules);
 	free(c->agents);
 	free(c->dids);
 	free(c->trunks);
@@ -1253,6 +1451,19 @@ const struct conf_did *conf_did_find(const struct conf *c, const char *number)
 	return NULL;
 }
 
+const struct conf_rule *conf_rule_find(const struct conf *c, const char *type,
+				       const char *did)
+{
+	for (size_t i = 0; i < c->nrules; i++) {
+		const struct conf_rule *r = &c->rules[i];
+
+		if (!strcmp(r->type, type) &&
+		    (did ? r->did && !strcmp(r->did, did) : !r->did))
+			return r;
+	}
+	return NULL;
+}
+
 const struct conf_trunk *conf_trunk_match(const struct conf *c,
 					  const struct sockaddr *sa)
 {
@@ -1274,7 +1485,9 @@ void conf_print_options(FILE *f)
 			bool named = !strcmp(o->section, "agent") ||
 				     !strcmp(o->section, "did") ||
 				     !strcmp(o->section, "trunk");
-			fprintf(f, "\n[%s%s]\n", o->section, named ? ":NAME" : "");
+			bool rule = !strcmp(o->section, "rule");
+			fprintf(f, "\n[%s%s]\n", o->section, rule ? ":TYPE[:DID]" :
+				named ? ":NAME" : "");
 			last = o->section;
 		}
 		fprintf(f, "%-18s = %-28s ; %s\n", o->key,

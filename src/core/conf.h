@@ -63,6 +63,30 @@ struct conf_did {
 	int line;
 };
 
+/*
+ * [rule:TYPE] and [rule:TYPE:DID]: what the CRM adapters create for a call
+ * of one of the seven types (conf_rule_types), see crm/crm_rules.h.
+ */
+struct conf_rule {
+	char *type;             /* one of conf_rule_types */
+	char *did;              /* NULL: every DID */
+	char *contact;          /* name templates; NULL or "": nothing */
+	char *lead;
+	char *deal;
+	char *task;
+	char *pipeline;
+	char *stage;
+	char *responsible;      /* a list of sources, tried in order; NULL: default */
+	char *default_user;     /* NULL: [crm] default_user */
+	bool unsorted;
+	bool crm_create;
+	int64_t task_deadline_ms;
+	int line;
+};
+
+/* The seven call types, NULL-terminated. */
+extern const char *const conf_rule_types[];
+
 struct conf_agent {
 	char *ext;
 	char *password;
@@ -143,6 +167,19 @@ struct conf {
 		char *country_code;
 		int64_t event_retry_ms;
 		int64_t event_backoff_max_ms;
+		/* bitrix24 and amocrm (crm_bitrix24.c, crm_amocrm.c) */
+		char *url;
+		char *subdomain;
+		char *token;
+		char *client_id;
+		char *client_secret;
+		char *refresh_token;
+		char *redirect_uri;
+		char *oauth_url;
+		char *webhook_token;
+		char *default_user;
+		char *source;
+		bool timeman;
 	} crm;
 
 	struct {
@@ -157,6 +194,8 @@ struct conf {
 	size_t ndids;
 	struct conf_agent *agents;
 	size_t nagents;
+	struct conf_rule *rules;
+	size_t nrules;
 };
 
 /*
@@ -179,6 +218,9 @@ const struct conf_agent *conf_agent_find(const struct conf *c, const char *ext);
 const struct conf_agent *conf_agent_by_crm_user(const struct conf *c,
 						const char *crm_user);
 const struct conf_did *conf_did_find(const struct conf *c, const char *number);
+/* The rule for type and did exactly as written (did NULL: the section without a DID). */
+const struct conf_rule *conf_rule_find(const struct conf *c, const char *type,
+				       const char *did);
 /* The trunk whose match list contains the address, or NULL. */
 const struct conf_trunk *conf_trunk_match(const struct conf *c,
 					  const struct sockaddr *sa);

@@ -53,6 +53,14 @@ static const char *const migrations[] = {
 	" attempts INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0,"
 	" last_error TEXT);"
 	"CREATE INDEX outbox_pending ON outbox (dead, id);",
+	/* 6: CRM adapters' own state (per call, OAuth tokens) as JSON, and the
+	   CRM entities behind cached lookups, for webhooks that name an entity */
+	"CREATE TABLE crm_state (scope TEXT PRIMARY KEY, state TEXT NOT NULL,"
+	" updated INTEGER NOT NULL);"
+	"CREATE INDEX crm_state_updated ON crm_state (updated);"
+	"CREATE TABLE crm_entities (entity TEXT NOT NULL, phone TEXT NOT NULL,"
+	" updated INTEGER NOT NULL, PRIMARY KEY (entity, phone));"
+	"CREATE INDEX crm_entities_updated ON crm_entities (updated);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
