@@ -65,6 +65,8 @@ static const struct crm_adapter *adapter_for(int type)
 {
 	switch (type) {
 	case CONF_CRM_GENERIC: return &crm_adapter_generic;
+	case CONF_CRM_BITRIX24: return &crm_adapter_bitrix24;
+	case CONF_CRM_AMOCRM: return &crm_adapter_amocrm;
 	case CONF_CRM_NONE: return &crm_adapter_none;
 	default: return NULL;
 	}
@@ -587,7 +589,32 @@ static int api_webhook(struct api_req *req, void *arg)
 	return c->ad->webhook(c, req);
 }
 
+/*
+ * The webhooks of CRMs that authenticate themselves (webhook_own_auth),
+ * reached without the Bearer token. For any other type (or a type not in
+ * force) they answer 401 as the token check would.
+ */
+static int api_webhook_open(struct api_req *req, void *arg)
+{
+	struct crm *c = arg;
+	const char *path = api_req_path(req), *type = strrchr(path, '/');
+
+	if (!type || strcmp(type + 1, c->ad->name) || !c->ad->webhook ||
+	    !c->ad->webhook_own_auth)
+		return api_reply_error(req, 401, "unauthorized");
+	return c->ad->webhook(c, req);
+}
+
 int crm_api_register(struct crm *c, struct api *api)
 {
-	return api_route(api, "POST", "/api/v1/crm/*", true, api_webhook, c);
+	static const struct crm_adapter *const open[] = { &crm_adapter_bitrix24,
+							  &crm_adapter_amocrm };
+	char path[64];
+	int e = 0;
+
+	for (size_t i = 0; i < sizeof(open) / sizeof(open[0]) && !e; i++) {
+		snprintf(path, sizeof(path), "/api/v1/crm/%s", open[i]->name);
+		e = api_route(api, "POST", path, false, api_webhook_open, c);
+	}
+	return e ? e : api_route(api, "POST", "/api/v1/crm/*", true, api_webhook, c);
 }

@@ -76,10 +76,18 @@ struct crm_adapter {
 	int (*webhook)(struct crm *c, struct api_req *req);
 	/* Frees l->astate / d->astate when set; may be NULL. */
 	void (*free_state)(void *astate);
+	/*
+	 * The webhook authenticates the CRM itself (Bitrix24's
+	 * application_token, a token in amoCRM's webhook URL): it is reached
+	 * without the API's Bearer token.
+	 */
+	bool webhook_own_auth;
 };
 
 extern const struct crm_adapter crm_adapter_none;
 extern const struct crm_adapter crm_adapter_generic;
+extern const struct crm_adapter crm_adapter_bitrix24;
+extern const struct crm_adapter crm_adapter_amocrm;
 
 /* The generic lookup answer (a 200 body) into r; EINVAL: not JSON. */
 int crm_generic_parse(const char *body, size_t len, struct crm_result *r);
