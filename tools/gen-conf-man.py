@@ -30,6 +30,7 @@ for line in src:
     if m:
         name = re.sub(r':.*', lambda x: {':provider': ':NAME'}.get(x.group(0), ':NAME'), m.group(1))
         name = name.replace('did:NAME', 'did:NUMBER').replace('agent:NAME', 'agent:EXT')
+        name = name.replace('rule:NAME', 'rule:TYPE[:DID]')
         skip = name in seen
         seen.add(name)
         if not skip:
@@ -50,7 +51,9 @@ authentication. \\fB[did:NUMBER]\\fR overrides greeting, ringback, fallback, res
 responsible_ring, greeting_min and mode for calls to that company number; keys not set are
 inherited from [media] and [routing]. \\fB[trunk:NAME]\\fR defines a carrier or PBX trunk: INVITEs
 from its \\fBmatch\\fR addresses are inbound trunk calls, and agents' calls to numbers go to its
-\\fBuri\\fR.
+\\fBuri\\fR. \\fB[rule:TYPE]\\fR says what the bitrix24 and amocrm adapters create when a call of
+that TYPE ends; \\fB[rule:TYPE:NUMBER]\\fR does the same for calls to that DID and replaces
+\\fB[rule:TYPE]\\fR for them (keys are not inherited from it).
 .SH SEE ALSO
 .BR sipcrmd (8),
 .BR sipcrmctl (1)''')
