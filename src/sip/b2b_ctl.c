@@ -577,7 +577,7 @@ static int c2c_start(void *arg, const char *agent, const char *number,
 	snprintf(c->to, sizeof(c->to), "%s", num);
 	snprintf(c->from, sizeof(c->from), "%s", caller_id && *caller_id ? caller_id :
 		 *t->caller_id ? t->caller_id : agent);
-	host = strchr(t->uri, '@') ? strchr(t->uri, '@') + 1 : t->uri + 4;
+	host = b2b_trunk_host(t->uri);
 	snprintf(c->from_host, sizeof(c->from_host), "%.*s", (int)strcspn(host, ";?>"),
 		 host);
 	route_settings(c->conf, NULL, &c->set);

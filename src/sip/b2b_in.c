@@ -43,7 +43,7 @@ void b2b_expand_ext(const char *tmpl, const char *ext, char *out, size_t sz)
 }
 
 /* The host[:port][;params] part of a trunk's uri (sip:HOST or sip:user@HOST). */
-static const char *trunk_host(const char *uri)
+const char *b2b_trunk_host(const char *uri)
 {
 	const char *at = strchr(uri, '@');
 
@@ -55,7 +55,7 @@ static const char *trunk_host(const char *uri)
 void b2b_trunk_uri(const struct call *c, const char *number, char *out, size_t sz)
 {
 	snprintf(out, sz, "sip:%s@%s", number,
-		 trunk_host(c->conf->ntrunks ? c->conf->trunks[0].uri : "sip:"));
+		 b2b_trunk_host(c->conf->ntrunks ? c->conf->trunks[0].uri : "sip:"));
 }
 
 static void reply_in(struct call *c, int status, const char *phrase,
@@ -547,7 +547,7 @@ static int agent_call(struct b2b *b, nta_incoming_t *irq, const sip_t *sip,
 	}
 	else {
 		const struct conf_trunk *t = &cf->trunks[0];
-		const char *host = trunk_host(t->uri);
+		const char *host = b2b_trunk_host(t->uri);
 
 		snprintf(c->from, sizeof(c->from), "%s",
 			 t->caller_id && *t->caller_id ? t->caller_id : ext);

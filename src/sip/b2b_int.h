@@ -210,6 +210,8 @@ void b2b_call_failed(struct call *c, int status, const char *phrase);
 void b2b_call_redirect(struct call *c);
 int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 		  const sip_t *sip);
+/* The host[:port][;params] part of a trunk's uri. */
+const char *b2b_trunk_host(const char *uri);
 void b2b_trunk_uri(const struct call *c, const char *number, char *out, size_t sz);
 void b2b_expand_ext(const char *tmpl, const char *ext, char *out, size_t sz);
 bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self);
