@@ -7,7 +7,6 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -494,13 +493,14 @@ class Sipcrmd:
 
     def __init__(self, binary, pin, label, cache="0", events=True, greeting=None,
                  lookup_timeout_ms=1500, rtp_ports="20000-59999", media_timeout="60s",
-                 agents=None, digest="MD5 SHA-256", log_level="warn"):
+                 agents=None, digest="MD5 SHA-256", log_level="warn", responsible_ring_ms=20000):
         self.binary, self.pin, self.label = binary, pin, label
         self.cache, self.events, self.greeting = cache, events, greeting
         self.lookup_timeout_ms = lookup_timeout_ms
         self.rtp_ports, self.media_timeout = rtp_ports, media_timeout
         self.agents = agents if agents is not None else [(AGENT, AGENT_PW)]
         self.digest, self.log_level = digest, log_level
+        self.responsible_ring_ms = responsible_ring_ms
         self.proc = None
         self.logf = None
 
@@ -526,7 +526,8 @@ class Sipcrmd:
             lines.append("greeting = %s" % self.greeting)
         lines += [
             "[routing]", "mode = bridge", "lookup_timeout = %dms" % self.lookup_timeout_ms,
-            "responsible = first", "responsible_ring = 20s", "skip_busy = no",
+            "responsible = first", "responsible_ring = %dms" % self.responsible_ring_ms,
+            "skip_busy = no",
             "fallback = sip:pbx@127.0.0.1:%d" % pbx_port,
             "[trunk:bench]", "match = 127.0.0.1/32", "uri = sip:127.0.0.1:%d" % free_port(),
         ]
@@ -587,12 +588,13 @@ class Kamailio:
 
     def __init__(self, binary, rtpengine, pin, label, media=True, tlsf=True, sha256=False,
                  shm_mb=512, children=4, http_workers=1, lookup_timeout_ms=1500,
-                 rtp_ports=(20000, 59999), agents=None):
+                 rtp_ports=(20000, 59999), agents=None, responsible_ring_ms=20000):
         self.binary, self.rtpengine_bin, self.pin, self.label = binary, rtpengine, pin, label
         self.media, self.tlsf, self.sha256 = media, tlsf, sha256
         self.shm_mb, self.children, self.http_workers = shm_mb, children, http_workers
         self.lookup_timeout_ms, self.rtp_ports = lookup_timeout_ms, rtp_ports
         self.agents = agents if agents is not None else [(AGENT, AGENT_PW)]
+        self.responsible_ring_ms = responsible_ring_ms
         self.proc = self.rtp = None
         self.logf = self.rtplog = None
         self.kpids = []
@@ -635,7 +637,7 @@ class Kamailio:
             "LOOKUP_TIMEOUT_MS": str(self.lookup_timeout_ms), "NG_PORT": str(self.ng_port),
             "TRUNK_IP": "127.0.0.1", "SECRET": SECRET,
             "LOOKUP_URL": (crm_url or "http://127.0.0.1:9") + "/lookup",
-            "RESPONSIBLE_RING_MS": "20000", "FALLBACK": "sip:pbx@127.0.0.1:%d" % pbx_port,
+            "RESPONSIBLE_RING_MS": str(self.responsible_ring_ms), "FALLBACK": "sip:pbx@127.0.0.1:%d" % pbx_port,
         }
         with open(os.path.join(BENCH, "kamailio", "kamailio.cfg")) as f:
             cfg = f.read()
@@ -796,3 +798,42 @@ def invite_rate(path):
         return None
     t.sort()
     return (len(t) - 1) / (t[-1] - t[0]) if t[-1] > t[0] else None
+
+
+def sipp_errors(path, top=4):
+    """SIPp's -trace_err file summarised: the kinds of error with their
+    counts (call ids and times taken out), most frequent first."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read(4 << 20)
+    except (OSError, TypeError):
+        return []
+    counts = {}
+    for e in re.split(r"\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ", text)[1:]:
+        k = e.split("received '", 1)
+        kind = k[0]
+        if len(k) > 1:
+            kind += "received '" + k[1].split("\n", 1)[0][:40]
+        kind = re.sub(r"([Dd]ead call) \S+", r"\1 <call>", kind)
+        kind = re.sub(r"Call-I[dD][: ]+'?[^' ,]+'?|call: \S+|Call-Id \S+", "<call>", kind)
+        kind = re.sub(r"\s+", " ", kind).strip()[:220]
+        counts[kind] = counts.get(kind, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+
+
+def sipp_screen_table(path):
+    """The message table of SIPp's last -trace_screen dump."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except (OSError, TypeError):
+        return ""
+    idx = [i for i, l in enumerate(lines) if "Messages  Retrans" in l]
+    if not idx:
+        return "\n".join(lines[-25:])
+    out = []
+    for l in lines[idx[-1]:]:
+        if l.startswith("----") and out:
+            break
+        out.append(l.rstrip())
+    return "\n".join(out[:40])

@@ -26,7 +26,6 @@ import re
 import select
 import signal
 import socket
-import sys
 import time
 
 AUTH_RE = re.compile(r'(\w+)=("([^"]*)"|[^,\s]+)')
