@@ -103,6 +103,56 @@ static int fill(const sdp_session_t *s, const sdp_media_t *m, unsigned codecs,
 	return 0;
 }
 
+static bool token_char(char ch)
+{
+	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+	       (ch >= 'A' && ch <= 'Z') || (ch && strchr("!#$%&'*+-.^_`{|}~/", ch));
+}
+
+/*
+ * sofia-sip's sdp_parse() never returns on some malformed m= lines (a
+ * port that is not a number, a format that is not a token, trailing
+ * white space: found by t/fuzz), so every m= line must have RFC 4566's
+ * shape, m=<media> <port>[/<n>] <proto> <fmt> ..., before sofia sees it.
+ */
+static bool media_lines_ok(const char *body, size_t len)
+{
+	const char *p = body, *end = body + len;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *q, *le = eol ? eol : end;
+		int field = 0;
+
+		if (le > p && le[-1] == '\r')
+			le--;
+		if (le - p >= 2 && p[0] == 'm' && p[1] == '=') {
+			for (q = p + 2; q < le; field++) {
+				const char *t = q;
+
+				while (q < le && token_char(*q))
+					q++;
+				if (q == t)
+					return false;   /* empty field or a bad byte */
+				if (field == 1) {
+					/* the port: digits, optionally /digits */
+					for (const char *d = t; d < q; d++)
+						if ((*d < '0' || *d > '9') && *d != '/')
+							return false;
+				}
+				if (q < le && *q++ != ' ')
+					return false;
+				if (q == le && q[-1] == ' ')
+					return false;   /* trailing space */
+			}
+			if (field < 4)
+				return false;
+		}
+		p = eol ? eol + 1 : end;
+	}
+	return true;
+}
+
 int msdp_parse(const char *body, size_t len, unsigned codecs,
 	       struct msdp_info *out)
 {
@@ -113,7 +163,7 @@ int msdp_parse(const char *body, size_t len, unsigned codecs,
 
 	memset(out, 0, sizeof(*out));
 	out->te_pt = -1;
-	if (!body || !len || len > 65536)
+	if (!body || !len || len > 65536 || !media_lines_ok(body, len))
 		return EINVAL;
 	p = sdp_parse(home, body, (issize_t)len, sdp_f_config);
 	s = p ? sdp_session(p) : NULL;

@@ -1,0 +1,52 @@
+/*
+ * msdp_guard: SDP bodies that make sofia-sip's sdp_parse() loop forever
+ * (found by t/fuzz) are refused before sofia sees them, and a normal offer
+ * still parses. An alarm turns a hang into a failure.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "sip/msdp.h"
+#include "tap.h"
+
+static void on_alarm(int sig)
+{
+	static const char msg[] = "not ok - msdp_parse did not return (hang)\n";
+
+	(void)sig;
+	if (write(1, msg, sizeof(msg) - 1) < 0)
+		_exit(2);
+	_exit(1);
+}
+
+int main(void)
+{
+	static const char *const bad[] = {
+		"v=0\r\nm=audio 0 X <\r\n",
+		"v=0\r\nm=audio 0U /8400\r\n",
+		"v=0\r\nm=image 4000 udptl \t\r\n",
+		"v=0\r\nm=audio 4000 RTP/AVP 0 \r\n",
+		"v=0\r\nm=audio\r\n",
+	};
+	static const char good[] =
+		"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+		"t=0 0\r\nm=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+	struct msdp_info info;
+
+	signal(SIGALRM, on_alarm);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		alarm(5);
+		ok(msdp_parse(bad[i], strlen(bad[i]), ~0u, &info) == EINVAL,
+		   "malformed m= line %zu refused without a hang", i);
+	}
+	alarm(5);
+	ok(msdp_parse(good, strlen(good), ~0u, &info) == 0, "a normal offer parses");
+	ok(info.pt == 8 && info.te_pt == 101, "PCMA and telephone-event 101");
+	alarm(0);
+	return tap_done();
+}
