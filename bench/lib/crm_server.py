@@ -51,7 +51,6 @@ class State:
         self.reset()
         self.conns = 0
         self.conns_total = 0
-        self.hung = 0
 
     def set_responsible(self, ext):
         self.responsible = ext
@@ -73,6 +72,7 @@ class State:
         self.events = []            # raw bodies answered 200
         self.events_hung = 0
         self.events_refused = 0
+        self.hung = 0
         self.t0 = time.time()
 
 
