@@ -15,11 +15,27 @@ def available():
     return shutil.which("baresip") is not None
 
 
+def sip_port_pair():
+    """A SIP port P whose P+1 is free too: baresip's SIP/TLS transport binds
+    TCP P+1 and gives up entirely when it cannot (seen in make -j2 check)."""
+    for _ in range(50):
+        p = free_port()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+        finally:
+            s.close()
+    return free_port()
+
+
 class Baresip:
     def __init__(self, workdir, account, extra_modules=()):
         self.dir = os.path.join(workdir, "baresip-%d" % free_port(udp_too=False))
         os.makedirs(self.dir)
-        self.sip_port = free_port()
+        self.sip_port = sip_port_pair()
         self.ctrl_port = free_port(udp_too=False)
         mods = ["g711.so", "ausine.so", "aufile.so"] + list(extra_modules)
         with open(os.path.join(self.dir, "config"), "w") as f:
