@@ -8,7 +8,7 @@ memory growth (issue 10).
 
 In each pass every case is sent from two sources: a trunk (127.0.0.3, in [trunk:protos]
 match: the INVITE becomes an inbound call that rings a fallback PBX here,
-t/lib/fake_pbx.py) and from an agent's address (127.0.0.2: challenged with
+t/lib/fake_pbx.py) and an agent's address (127.0.0.2: challenged with
 407). Each time the case's INVITE goes first, then its CANCEL, from one
 socket; over UDP, or over TCP for the 162 cases too big for a datagram. A
 final answer >= 300 to the INVITE is ACKed, as a UA would, so that sipcrmd

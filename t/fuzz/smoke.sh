@@ -32,11 +32,14 @@ for h in $harnesses; do
 	art=$bin/artifacts/$h
 	mkdir -p "$art"
 	if [ ! -d "$corpus" ]; then
-		if python3 "$src/t/fuzz/make_seeds.py" "$bin/seeds-full" >/dev/null 2>&1; then
+		mkdir -p "$bin/corpus"
+		[ -d "$bin/seeds-full" ] ||
+			python3 "$src/t/fuzz/make_seeds.py" "$bin/seeds-full" >/dev/null 2>&1 ||
+			rm -rf "$bin/seeds-full"
+		if [ -d "$bin/seeds-full/$h" ]; then
 			cp -r "$bin/seeds-full/$h" "$corpus"
 		else
-			mkdir -p "$corpus"
-			cp "$src/t/fuzz/seeds/$h/"* "$corpus/" 2>/dev/null
+			cp -r "$src/t/fuzz/seeds/$h" "$corpus"
 		fi
 	fi
 	dict=
