@@ -7,6 +7,7 @@ import atexit
 import json
 import os
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -104,14 +105,27 @@ def free_port(udp_too=True):
 
 
 def free_rtp_range(count=100):
-    """An even-aligned range of UDP ports nobody uses right now."""
+    """An even-aligned range of UDP ports nobody uses right now, below the
+    kernel's ephemeral range: free_port() picks from that range, so a port a
+    test chose for a UA is never inside some daemon's RTP range (the daemon
+    binds its RTP ports only as calls come, long after the choice)."""
+    lo = 20000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        eph = 32768
+    hi = max(lo + count, eph) - count
     for _ in range(50):
+        base = random.randrange(lo, hi) & ~1
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1] & ~1
-        s.close()
-        if base + count < 65000 and base >= 1024:
+        try:
+            s.bind(("127.0.0.1", base))
             return base, base + count - 1
+        except OSError:
+            continue
+        finally:
+            s.close()
     raise RuntimeError("no free RTP range")
 
 
