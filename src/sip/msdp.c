@@ -106,31 +106,36 @@ static int fill(const sdp_session_t *s, const sdp_media_t *m, unsigned codecs,
 static bool token_char(char ch)
 {
 	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-	       (ch >= 'A' && ch <= 'Z') || (ch && strchr("!#$%&'*+-.^_`{|}~/", ch));
+	       (ch >= 'A' && ch <= 'Z') || (ch && strchr("!#$%&'*+-.^_`{|}~", ch));
 }
 
 /*
  * sofia-sip's sdp_parse() never returns on some malformed m= lines (a
  * port that is not a number, a format that is not a token, trailing
- * white space: found by t/fuzz), so every m= line must have RFC 4566's
- * shape, m=<media> <port>[/<n>] <proto> <fmt> ..., before sofia sees it.
+ * white space, a '/' where a format starts: found by t/fuzz), so every
+ * m= line must have RFC 4566's shape, m=<media> <port>[/<n>] <proto>
+ * <fmt> ..., before sofia sees it. CR and LF each end a line, as they do
+ * for sofia.
  */
 static bool media_lines_ok(const char *body, size_t len)
 {
 	const char *p = body, *end = body + len;
 
 	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		const char *q, *le = eol ? eol : end;
+		const char *le = p, *q;
 		int field = 0;
 
-		if (le > p && le[-1] == '\r')
-			le--;
+		while (le < end && *le != '\r' && *le != '\n')
+			le++;
+		if (le > p && (*p == ' ' || *p == '\t'))
+			return false;   /* no SDP line starts with white space */
 		if (le - p >= 2 && p[0] == 'm' && p[1] == '=') {
 			for (q = p + 2; q < le; field++) {
 				const char *t = q;
 
-				while (q < le && token_char(*q))
+				/* '/' only in the port (8000/2) and the proto (RTP/AVP) */
+				while (q < le && (token_char(*q) ||
+						  (*q == '/' && (field == 1 || field == 2))))
 					q++;
 				if (q == t)
 					return false;   /* empty field or a bad byte */
@@ -148,7 +153,7 @@ static bool media_lines_ok(const char *body, size_t len)
 			if (field < 4)
 				return false;
 		}
-		p = eol ? eol + 1 : end;
+		p = le < end ? le + 1 : end;
 	}
 	return true;
 }
