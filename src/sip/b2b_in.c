@@ -576,7 +576,7 @@ static int on_invite(void *arg, nta_incoming_t *irq, const sip_t *sip)
 	   challenge tells phones to authenticate, the rest get nothing */
 	ext = reg_authenticate(b->reg, irq, sip, true);
 	if (!ext)
-		return 0;
+		return 407;     /* challenged: sipd frees the transaction */
 	return agent_call(b, irq, sip, ext);
 }
 
