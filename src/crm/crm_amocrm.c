@@ -73,8 +73,6 @@ struct amo {
 	json_t *ev;                     /* borrowed from d->ev */
 	json_t *st;
 	char scope[64];
-	int end_err;
-	char end_cause[128];
 };
 
 static const char *S(json_t *o, const char *key)
@@ -408,19 +406,9 @@ static void free_state(void *astate)
 
 /* ---- deliveries: plumbing ----------------------------------------------------------------------------- */
 
-static void on_end(struct crm_job *j)
-{
-	struct amo *a = (struct amo *)j;
-
-	crm_delivery_done(j->d, a->end_err, a->end_err ? a->end_cause : NULL);
-}
-
 static void deliver_end(struct amo *a, int err, const char *cause)
 {
-	a->end_err = err;
-	snprintf(a->end_cause, sizeof(a->end_cause), "%s", cause ? cause : "");
-	if (crm_job_later(&a->job, 0, on_end))
-		log_err("amocrm: out of memory ending a delivery");
+	crm_job_end(&a->job, err, cause);
 }
 
 static void req_fail(struct amo *a, int err, const char *cause)

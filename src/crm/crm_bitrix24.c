@@ -82,8 +82,6 @@ struct b24 {
 	json_t *ev;                     /* borrowed from d->ev */
 	json_t *st;                     /* the call's state */
 	char scope[64];
-	int end_err;
-	char end_cause[96];
 };
 
 static const char *S(json_t *o, const char *key)
@@ -387,20 +385,10 @@ static void free_state(void *astate)
 
 /* ---- deliveries: plumbing ------------------------------------------------------------------ */
 
-static void on_end(struct crm_job *j)
-{
-	struct b24 *b = (struct b24 *)j;
-
-	crm_delivery_done(j->d, b->end_err, b->end_err ? b->end_cause : NULL);
-}
-
 /* Ends the delivery on the next loop turn (never inside deliver()). */
 static void deliver_end(struct b24 *b, int err, const char *cause)
 {
-	b->end_err = err;
-	snprintf(b->end_cause, sizeof(b->end_cause), "%s", cause ? cause : "");
-	if (crm_job_later(&b->job, 0, on_end))
-		log_err("bitrix24: out of memory ending a delivery");
+	crm_job_end(&b->job, err, cause);
 }
 
 static void run(struct b24 *b);

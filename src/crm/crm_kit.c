@@ -21,6 +21,7 @@
 
 #define LOG_MODULE "crm"
 #include "log.h"
+#include "hex.h"
 #include "clk.h"
 #include "conf.h"
 #include "db.h"
@@ -80,6 +81,19 @@ int crm_job_later(struct crm_job *j, int64_t ms, crm_job_tmr_h *h)
 					     (su_duration_t)(ms > 0 ? ms : 0)))
 		return ENOMEM;
 	return 0;
+}
+
+static void on_job_end(struct crm_job *j)
+{
+	crm_delivery_done(j->d, j->end_err, j->end_err ? j->end_cause : NULL);
+}
+
+void crm_job_end(struct crm_job *j, int err, const char *cause)
+{
+	j->end_err = err;
+	snprintf(j->end_cause, sizeof(j->end_cause), "%s", cause ? cause : "");
+	if (crm_job_later(j, 0, on_job_end))
+		log_err("out of memory ending a CRM delivery");
 }
 
 static void wait_unlink(struct crm_job *j)
@@ -518,17 +532,6 @@ int crm_entity_drop(struct crm *c, const char *entity)
 
 /* ---- webhooks ----------------------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes s[0..len) (+ is a space, %XX a byte) into out. */
 static void form_decode(const char *s, size_t len, char *out, size_t sz)
 {
@@ -538,9 +541,9 @@ static void form_decode(const char *s, size_t len, char *out, size_t sz)
 		if (s[i] == '+') {
 			out[n++] = ' ';
 		}
-		else if (s[i] == '%' && i + 2 < len + 0 && hexval(s[i + 1]) >= 0 &&
-			 hexval(s[i + 2]) >= 0) {
-			out[n++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+		else if (s[i] == '%' && i + 2 < len + 0 && hex_digit(s[i + 1]) >= 0 &&
+			 hex_digit(s[i + 2]) >= 0) {
+			out[n++] = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
 			i += 2;
 		}
 		else {

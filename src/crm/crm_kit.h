@@ -44,6 +44,8 @@ struct crm_job {
 	struct crm_oauth *wait_on;      /* waiting for a token refresh */
 	crm_job_wait_h *wait_h;
 	struct crm_job *wnext, **wprevp;
+	int end_err;                    /* crm_job_end(): the delivery's result */
+	char end_cause[128];
 };
 
 /* Binds j to its lookup or delivery (exactly one of l and d). */
@@ -53,6 +55,11 @@ void crm_job_init(struct crm_job *j, struct crm *c, struct crm_lookup *l,
 int crm_job_http(struct crm_job *j, const struct httpc_opts *o, crm_job_resp_h *h);
 /* h runs on the loop after ms (0: the next turn). Returns 0 or ENOMEM. */
 int crm_job_later(struct crm_job *j, int64_t ms, crm_job_tmr_h *h);
+/*
+ * Ends j's delivery with err (0: delivered) and cause on the next loop
+ * turn, never inside the adapter's deliver().
+ */
+void crm_job_end(struct crm_job *j, int err, const char *cause);
 /* Stops j's timer and its wait for a token; no callback after this. */
 void crm_job_fini(struct crm_job *j);
 
