@@ -91,10 +91,16 @@ struct media_event {
 
 /*
  * Starts the engine thread. ip is bound for RTP; ports [lo, hi] are used in
- * even/odd pairs. Returns 0 or an errno value.
+ * even/odd pairs. Registers the engine's Prometheus series (sipcrm_rtp_*,
+ * sipcrm_srtp_failures_total, sipcrm_media_timeouts_total,
+ * sipcrm_dtmf_injected_total, sipcrm_recording*), updated once a second.
+ * Signalling thread. Returns 0 or an errno value.
  */
 int media_alloc(struct media **mp, const char *ip, uint16_t lo, uint16_t hi);
-/* Stops the thread and closes every socket; NULL safe. */
+/*
+ * Stops the thread and closes every socket; recordings in progress are
+ * finished and written (their events are dropped). NULL safe.
+ */
 struct media *media_free(struct media *m);
 
 /*
@@ -190,7 +196,7 @@ int media_record_path(char *buf, size_t size, const char *dir,
  * packet, the bridge, or the end of a hold, whichever is latest) are
  * reported once as MEDIA_EV_TIMEOUT, checked every second. A pair where
  * either peer is on hold (sendrecv false) is exempt. 0 turns it off (the
- * default). Returns 0 or ENOMEM.
+ * default). Returns 0, EINVAL (negative) or ENOMEM.
  */
 int media_set_timeout(struct media *m, int64_t ms);
 
