@@ -272,8 +272,11 @@ static void cmd_record(struct media *m, struct media_ep *a, struct media_cmd *c)
 {
 	struct media_ep *b = ep_get(m, c->b);
 
-	if (!b || a == b)
-		return;                 /* cmd_discard frees the recording */
+	if (!b || a == b) {
+		media_rec_refuse(m, c->rec, c->a, c->b, ENOENT);
+		c->rec = NULL;
+		return;
+	}
 	if (a->tap.rec)
 		media_rec_end(m, a->tap.rec, false);
 	if (b->tap.rec)
@@ -294,8 +297,13 @@ static void cmd_apply(struct media *m, struct media_cmd *c)
 		m->timeout_ms = c->val;
 		return;
 	}
-	if (!(e = ep_get(m, c->a)))
+	if (!(e = ep_get(m, c->a))) {
+		if (c->kind == CMD_RECORD) {
+			media_rec_refuse(m, c->rec, c->a, c->b, ENOENT);
+			c->rec = NULL;
+		}
 		return;
+	}
 	switch (c->kind) {
 	case CMD_PEER:
 		cmd_peer(m, e, c);

@@ -175,7 +175,8 @@ int media_ep_dtmf(struct media *m, media_ep_t ep, char digit, unsigned ms);
  * new segment. When the recording ends (media_record_stop(), or either ep
  * freed) a MEDIA_EV_RECORDED event carries tag; a recording shorter than
  * min_ms, or one that could not be written (err: ENOSPC, EACCES...; logged
- * once and counted in the metrics), leaves no file. Returns 0, ENOENT,
+ * once and counted in the metrics), leaves no file; one whose ep was freed
+ * before it could start ends at once with err ENOENT. Returns 0, ENOENT,
  * EINVAL or ENOMEM.
  */
 int media_record_start(struct media *m, media_ep_t a, media_ep_t b,

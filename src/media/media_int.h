@@ -350,6 +350,10 @@ int media_rec_new(struct media *m, struct media_rec **rp, const char *path,
 		  int64_t min_ms, uint64_t tag);
 /* Frees a recording that the engine never started. */
 void media_rec_discard(struct media_rec *r);
+/* Engine thread: a recording that cannot start (an ep is gone): its
+ * MEDIA_EV_RECORDED event says err, then it is freed. */
+void media_rec_refuse(struct media *m, struct media_rec *r, media_ep_t a,
+		      media_ep_t b, int err);
 /* Engine thread: a starts feeding the left channel, b the right. */
 void media_rec_begin(struct media *m, struct media_rec *r, struct media_ep *a,
 		     struct media_ep *b);

@@ -549,6 +549,16 @@ int media_rec_new(struct media *m, struct media_rec **rp, const char *path,
 	return 0;
 }
 
+void media_rec_refuse(struct media *m, struct media_rec *r, media_ep_t a,
+		      media_ep_t b, int err)
+{
+	struct media_event ev = { .kind = MEDIA_EV_RECORDED, .a = a, .b = b,
+				  .tag = r->tag, .err = err };
+
+	media_event_post(m, &ev);
+	media_rec_discard(r);
+}
+
 void media_rec_discard(struct media_rec *r)
 {
 	if (!r)
