@@ -22,8 +22,9 @@
  * --duration seconds; packets sent in it count, and their echoes may come
  * back until --tail seconds after. Lines on stdout: "ready",
  * "window-start", "window-end", "done", so that the driver measures the
- * relay's CPU over exactly the window. The result is a JSON object
- * (--json, default stdout).
+ * relay's CPU over exactly the window. What the relay received in the
+ * window is what the callers sent plus what reached the agents (and was
+ * echoed). The result is a JSON object (--json, default stdout).
  *
  *   cc -O2 -o rtpload rtpload.c
  *   rtpload --calls N --ports-out FILE [--targets FILE] [--duration S]
@@ -74,6 +75,7 @@ static int32_t by_port[65536];          /* relay port -> call + 1 */
 static int64_t win_start = -1, win_end = -1;    /* ns, monotonic */
 static uint64_t hist_rtt[HIST_N + 1], hist_jit[HIST_N + 1];
 static uint64_t echoed, foreign, bridged, late_echo, send_fail;
+static uint64_t agent_w;                /* reached the agent in the window */
 static double duration = 60;
 
 static struct {
@@ -311,6 +313,8 @@ static int input(int fd, bool agent)
 	if (n <= 0)
 		return 0;
 	if (agent) {
+		if (in_window(now_ns()))
+			agent_w += (uint64_t)n;
 		for (int j = 0; j < n; j++)
 			io.iov[j].iov_len = io.msg[j].msg_len;
 		flush(fd, n);
@@ -384,7 +388,8 @@ static void report(FILE *f, double window_s, double setup_s)
 		(double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 	fprintf(f, "{\"calls\": %d, \"targets\": %d, \"bridged\": %llu, \"setup_s\": %.2f, "
 		"\"window_s\": %.2f, \"sent\": %llu, \"received\": %llu, "
-		"\"loss_pct\": %.4f, \"caller_pps\": %.1f, \"relay_pps_in\": %.1f, "
+		"\"loss_pct\": %.4f, \"caller_pps\": %.1f, \"agent_pps\": %.1f, "
+		"\"relay_pps_in\": %.1f, "
 		"\"rtt_p50_us\": %.0f, \"rtt_p99_us\": %.0f, \"rtt_max_us\": %.0f, "
 		"\"jitter_p50_us\": %.0f, \"jitter_p99_us\": %.0f, \"foreign\": %llu, "
 		"\"duplicates\": %llu, \"echo_over_1s\": %llu, \"missing_first10\": %llu, "
@@ -393,7 +398,8 @@ static void report(FILE *f, double window_s, double setup_s)
 		ncalls, ntargets, (unsigned long long)bridged, setup_s, window_s,
 		(unsigned long long)sent, (unsigned long long)recv,
 		sent ? 100.0 * (double)(sent - (recv < sent ? recv : sent)) / (double)sent : 100.0,
-		(double)sent / window_s, 2.0 * (double)sent / window_s,
+		(double)sent / window_s, (double)agent_w / window_s,
+		(double)(sent + agent_w) / window_s,
 		pct(hist_rtt, 0.5), pct(hist_rtt, 0.99), pct(hist_rtt, 1.0),
 		pct(hist_jit, 0.5), pct(hist_jit, 0.99), (unsigned long long)foreign,
 		(unsigned long long)dup, (unsigned long long)late_echo,
