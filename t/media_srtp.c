@@ -240,6 +240,7 @@ static void one_suite(enum media_srtp_suite suite, struct media_prompt *tone)
 	phone_init(&ph, suite);
 	if (mt_side_open(m, &c) || mt_side_open(m, &a)) {
 		ok(0, "%s: eps", name);
+		phone_free(&ph);
 		return;
 	}
 	is_int(mt_set_peer(m, &c, MEDIA_PCMA, 101, true, NULL), 0,
