@@ -11,6 +11,13 @@
  * An ep handle is generation << 16 | pair index, so a stale handle never
  * matches a reused pair. The pair table's shared half (struct media_slot)
  * holds atomics only: the live handle and copies of the counters.
+ *
+ * The other way, the engine (media timeouts) and the recorder's writer
+ * (finished recordings) post events on a mutex-protected list with an
+ * eventfd that the signalling loop watches. A 1 s housekeeping timer on
+ * the engine checks timeouts and adds the engine's counters to the
+ * Prometheus series, so the packet path never touches a shared cache line
+ * for metrics.
  */
 #include "config.h"
 
@@ -27,25 +34,44 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #define LOG_MODULE "media"
 #include "log.h"
 #include "g711.h"
 #include "clk.h"
+#include "metrics.h"
 #include "media_int.h"
 
 #define SLOT_FREE 0u
 #define SLOT_BUSY 1u
 #define DSCP_EF 0xB8                    /* expedited forwarding, for RTP */
 
-enum cmd_kind { CMD_ADD, CMD_PEER, CMD_PLAY, CMD_BRIDGE, CMD_UNBRIDGE, CMD_FREE };
+#define DTMF_MS_MIN 40
+#define DTMF_MS_MAX 5000
+
+enum cmd_kind {
+	CMD_ADD, CMD_PEER, CMD_PLAY, CMD_BRIDGE, CMD_UNBRIDGE, CMD_FREE,
+	CMD_DTMF, CMD_RECORD, CMD_RECSTOP, CMD_TIMEOUT,
+};
 
 struct media_cmd {
 	struct media_cmd *next;
 	enum cmd_kind kind;
 	media_ep_t a, b;
 	int fd[2];
-	struct media_peer peer;
+	struct media_peer peer;         /* SRTP keys: wiped after use */
 	struct media_prompt *first, *loop;
+	struct media_rec *rec;
+	uint8_t ev;                     /* DTMF event code */
+	uint16_t ms;
+	bool discard;
+	int64_t val;                    /* the media timeout */
+};
+
+struct media_evq {
+	struct media_evq *next;
+	struct media_event ev;
 };
 
 static uint32_t ep_index(media_ep_t h)
@@ -75,6 +101,8 @@ static void cmd_discard(struct media_cmd *c)
 			close(c->fd[i]);
 	media_prompt_deref(c->first);
 	media_prompt_deref(c->loop);
+	media_rec_discard(c->rec);
+	OPENSSL_cleanse(&c->peer.srtp, sizeof(c->peer.srtp));
 	free(c);
 }
 
@@ -114,7 +142,10 @@ static void ep_publish_zero(struct media_slot *s)
 	atomic_store_explicit(&s->rx_bytes, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->tx_bytes, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->lost, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->late, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->dropped, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->srtp_auth, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->srtp_replay, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->last_rx_ms, 0, memory_order_relaxed);
 }
 
@@ -135,6 +166,7 @@ static void cmd_add(struct media *m, struct media_cmd *c)
 	e->fd[1] = c->fd[1];
 	c->fd[0] = c->fd[1] = -1;
 	e->play_pos = UINT32_MAX;
+	e->idle_from = m->now;
 	e->out.ssrc = (uint32_t)media_rng_next(m);
 	memset(e->fwd_pt, 0xFF, sizeof(e->fwd_pt));
 	for (int i = 0; i < 2; i++) {
@@ -178,12 +210,17 @@ static void peer_addr(struct media_ep *e, int k, const struct sockaddr_storage *
 	e->latched[k] = false;
 }
 
-static void cmd_peer(struct media_ep *e, struct media_cmd *c)
+static void cmd_peer(struct media *m, struct media_ep *e, struct media_cmd *c)
 {
 	peer_addr(e, 0, &c->peer.rtp);
 	peer_addr(e, 1, &c->peer.rtcp);
+	media_srtp_apply(e, &c->peer.srtp);
 	e->peer = c->peer;
+	/* the keys live in e->srtp only */
+	OPENSSL_cleanse(&e->peer.srtp, sizeof(e->peer.srtp));
+	e->peer.srtp.suite = c->peer.srtp.suite;
 	e->has_peer = true;
+	e->idle_from = m->now;
 	media_rtp_fwd(e);
 	if (e->other)
 		media_rtp_fwd(e->other);
@@ -209,19 +246,43 @@ static void cmd_bridge(struct media *m, struct media_ep *a, struct media_cmd *c)
 	a->other = b;
 	b->other = a;
 	a->out.mapped = b->out.mapped = false;
+	a->idle_from = b->idle_from = m->now;
+	a->timed_out = b->timed_out = false;
 	media_rtp_fwd(a);
 	media_rtp_fwd(b);
 }
 
 static void ep_close(struct media *m, struct media_ep *e)
 {
+	if (e->tap.rec)
+		media_rec_end(m, e->tap.rec, false);
 	media_rtp_unbridge(e);
+	memset(&e->dtmf, 0, sizeof(e->dtmf));
 	media_rtp_play(m, e, NULL, NULL);
+	media_srtp_clear(e);
 	/* closing removes the fds from the epoll set: nothing else holds them */
 	close(e->fd[0]);
 	close(e->fd[1]);
 	ep_release(m, ep_index(e->h));
 	e->h = 0;
+}
+
+/* a (left) and b (right) start a recording; what either was part of ends */
+static void cmd_record(struct media *m, struct media_ep *a, struct media_cmd *c)
+{
+	struct media_ep *b = ep_get(m, c->b);
+
+	if (!b || a == b) {
+		media_rec_refuse(m, c->rec, c->a, c->b, ENOENT);
+		c->rec = NULL;
+		return;
+	}
+	if (a->tap.rec)
+		media_rec_end(m, a->tap.rec, false);
+	if (b->tap.rec)
+		media_rec_end(m, b->tap.rec, false);
+	media_rec_begin(m, c->rec, a, b);
+	c->rec = NULL;
 }
 
 static void cmd_apply(struct media *m, struct media_cmd *c)
@@ -232,11 +293,20 @@ static void cmd_apply(struct media *m, struct media_cmd *c)
 		cmd_add(m, c);
 		return;
 	}
-	if (!(e = ep_get(m, c->a)))
+	if (c->kind == CMD_TIMEOUT) {
+		m->timeout_ms = c->val;
 		return;
+	}
+	if (!(e = ep_get(m, c->a))) {
+		if (c->kind == CMD_RECORD) {
+			media_rec_refuse(m, c->rec, c->a, c->b, ENOENT);
+			c->rec = NULL;
+		}
+		return;
+	}
 	switch (c->kind) {
 	case CMD_PEER:
-		cmd_peer(e, c);
+		cmd_peer(m, e, c);
 		break;
 	case CMD_PLAY:
 		cmd_play(m, e, c);
@@ -249,6 +319,16 @@ static void cmd_apply(struct media *m, struct media_cmd *c)
 		break;
 	case CMD_FREE:
 		ep_close(m, e);
+		break;
+	case CMD_DTMF:
+		media_dtmf_queue(m, e, c->ev, c->ms);
+		break;
+	case CMD_RECORD:
+		cmd_record(m, e, c);
+		break;
+	case CMD_RECSTOP:
+		if (e->tap.rec)
+			media_rec_end(m, e->tap.rec, c->discard);
 		break;
 	default:
 		break;
@@ -270,10 +350,48 @@ static void cmd_drain(struct media *m)
 	}
 }
 
+/* ---- engine: housekeeping ----------------------------------------------------- */
+
+#define FLUSH(f) do { \
+	if (m->tot.f != m->tot_flushed.f) { \
+		metrics_add(m->mx.f, m->tot.f - m->tot_flushed.f); \
+		m->tot_flushed.f = m->tot.f; \
+	} \
+} while (0)
+
+static void totals_flush(struct media *m)
+{
+	FLUSH(rx_packets);
+	FLUSH(tx_packets);
+	FLUSH(rx_bytes);
+	FLUSH(tx_bytes);
+	FLUSH(lost);
+	FLUSH(late);
+	FLUSH(dropped);
+	FLUSH(srtp_auth);
+	FLUSH(srtp_replay);
+	FLUSH(timeouts);
+	FLUSH(dtmf_sent);
+}
+
+#undef FLUSH
+
+static void house(struct media *m)
+{
+	uint64_t exp;
+
+	if (read(m->hfd, &exp, sizeof(exp)) != sizeof(exp))
+		return;
+	media_rtp_timeouts(m);
+	media_rec_house(m);
+	totals_flush(m);
+}
+
 /* ---- engine: the loop ------------------------------------------------------ */
 
 #define EV_CMD 0u
 #define EV_TICK 1u
+#define EV_HOUSE 2u
 #define MAX_EVENTS 256
 
 static void *engine_main(void *arg)
@@ -299,6 +417,8 @@ static void *engine_main(void *arg)
 				cmd = true;
 			else if (d == EV_TICK)
 				media_rtp_tick(m);
+			else if (d == EV_HOUSE)
+				house(m);
 			else
 				media_rtp_input(m, ep_get(m, (media_ep_t)(d >> 1)),
 						(int)(d & 1));
@@ -340,14 +460,62 @@ static int watch(struct media *m, int fd, uint64_t data)
 
 static int fds_open(struct media *m)
 {
+	struct itimerspec its = { { 1, 0 }, { 1, 0 } };
+
 	m->epfd = epoll_create1(EPOLL_CLOEXEC);
 	m->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	m->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	m->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (m->epfd < 0 || m->evfd < 0 || m->tfd < 0)
+	m->hfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (m->epfd < 0 || m->evfd < 0 || m->ev_fd < 0 || m->tfd < 0 || m->hfd < 0)
 		return errno;
-	if (watch(m, m->evfd, EV_CMD) || watch(m, m->tfd, EV_TICK))
+	if (watch(m, m->evfd, EV_CMD) || watch(m, m->tfd, EV_TICK) ||
+	    watch(m, m->hfd, EV_HOUSE))
+		return errno;
+	if (timerfd_settime(m->hfd, 0, &its, NULL))
 		return errno;
 	return 0;
+}
+
+static void metrics_register(struct media_metrics *x)
+{
+	x->rx_packets = metrics_counter("sipcrm_rtp_packets_total",
+				"RTP packets received from and sent to peers",
+				"direction=\"in\"");
+	x->tx_packets = metrics_counter("sipcrm_rtp_packets_total",
+				"RTP packets received from and sent to peers",
+				"direction=\"out\"");
+	x->rx_bytes = metrics_counter("sipcrm_rtp_bytes_total", "RTP bytes received and sent",
+			      "direction=\"in\"");
+	x->tx_bytes = metrics_counter("sipcrm_rtp_bytes_total", "RTP bytes received and sent",
+			      "direction=\"out\"");
+	x->lost = metrics_counter("sipcrm_rtp_lost_total",
+			  "RTP packets missing (sequence gaps)", NULL);
+	x->late = metrics_counter("sipcrm_rtp_late_total",
+			  "RTP packets arriving after a later one, or twice", NULL);
+	x->dropped = metrics_counter("sipcrm_rtp_dropped_total",
+			     "RTP/RTCP packets dropped: unexpected source, malformed, "
+			     "DTMF towards a peer without telephone-event", NULL);
+	x->srtp_auth = metrics_counter("sipcrm_srtp_failures_total",
+			       "SRTP/SRTCP packets dropped", "reason=\"auth\"");
+	x->srtp_replay = metrics_counter("sipcrm_srtp_failures_total",
+				 "SRTP/SRTCP packets dropped", "reason=\"replay\"");
+	x->timeouts = metrics_counter("sipcrm_media_timeouts_total",
+			      "bridges that carried no RTP for media_timeout", NULL);
+	x->dtmf_sent = metrics_counter("sipcrm_dtmf_injected_total",
+			       "DTMF digits sent as RFC 4733 events (SIP INFO)", NULL);
+	x->rec_kept = metrics_counter("sipcrm_recordings_total", "recording segments ended",
+			      "result=\"kept\"");
+	x->rec_discarded = metrics_counter("sipcrm_recordings_total", "recording segments ended",
+				   "result=\"discarded\"");
+	x->rec_failed = metrics_counter("sipcrm_recordings_total", "recording segments ended",
+				"result=\"failed\"");
+	x->rec_errors = metrics_counter("sipcrm_recording_errors_total",
+				"recordings that could not be written (disk full, "
+				"folder not writable)", NULL);
+	x->rec_dropped = metrics_counter("sipcrm_recording_dropped_total",
+				 "audio chunks not recorded: writer behind or too late",
+				 NULL);
 }
 
 static int tables_alloc(struct media *m)
@@ -398,15 +566,19 @@ int media_alloc(struct media **mp, const char *ip, uint16_t lo, uint16_t hi)
 
 	if (!m)
 		return ENOMEM;
-	m->epfd = m->evfd = m->tfd = -1;
+	m->epfd = m->evfd = m->ev_fd = m->tfd = m->hfd = -1;
 	pthread_mutex_init(&m->alloc_lock, NULL);
 	pthread_mutex_init(&m->q_lock, NULL);
+	pthread_mutex_init(&m->ev_lock, NULL);
 	atomic_init(&m->stop, false);
 	if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
 		m->rng = (uint64_t)clk_mono_ms() ^ (uint64_t)getpid() << 32;
 	m->rng |= 1;                    /* xorshift must not start at 0 */
 	media_g711_init();
-	if ((e = parse_ip(m, ip)) || (e = range_set(m, lo, hi)) ||
+	metrics_register(&m->mx);
+	m->now = clk_mono_ms();
+	if ((e = media_srtp_init()) ||
+	    (e = parse_ip(m, ip)) || (e = range_set(m, lo, hi)) ||
 	    (e = tables_alloc(m)) || (e = fds_open(m)) ||
 	    (e = thread_start(m)))
 		goto out;
@@ -423,6 +595,17 @@ static void close_fd(int fd)
 {
 	if (fd >= 0)
 		close(fd);
+}
+
+static void events_free(struct media *m)
+{
+	struct media_evq *q, *next;
+
+	for (q = m->ev_head; q; q = next) {
+		next = q->next;
+		free(q);
+	}
+	m->ev_head = m->ev_tail = NULL;
 }
 
 struct media *media_free(struct media *m)
@@ -442,14 +625,24 @@ struct media *media_free(struct media *m)
 		next = c->next;
 		cmd_discard(c);
 	}
+	/* the engine is gone: this thread stands in for it */
+	m->now = clk_mono_ms();
+	if (m->rec)
+		m->rec_eng = m->rec;
 	for (uint32_t i = 0; m->eps && i < m->npairs; i++)
 		if (m->eps[i].h)
 			ep_close(m, &m->eps[i]);
+	totals_flush(m);
+	media_rec_shutdown(m);
+	events_free(m);
 	close_fd(m->epfd);
 	close_fd(m->evfd);
+	close_fd(m->ev_fd);
 	close_fd(m->tfd);
+	close_fd(m->hfd);
 	pthread_mutex_destroy(&m->alloc_lock);
 	pthread_mutex_destroy(&m->q_lock);
+	pthread_mutex_destroy(&m->ev_lock);
 	free(m->slots);
 	free(m->eps);
 	free(m->playing);
@@ -580,6 +773,7 @@ static bool ep_valid(const struct media *m, media_ep_t ep)
 static bool peer_valid(const struct media *m, const struct media_peer *p)
 {
 	return p && (p->codec == MEDIA_PCMA || p->codec == MEDIA_PCMU) &&
+		media_srtp_suite_ok(p->srtp.suite) &&
 		p->pt >= 0 && p->pt < 128 && p->te_pt >= -1 && p->te_pt < 128 &&
 		p->rtp.ss_family == m->addr.ss_family &&
 		(p->rtcp.ss_family == AF_UNSPEC ||
@@ -685,7 +879,10 @@ void media_ep_stats(const struct media *m, media_ep_t ep, struct media_stats *st
 	st->rx_bytes = atomic_load_explicit(&s->rx_bytes, memory_order_relaxed);
 	st->tx_bytes = atomic_load_explicit(&s->tx_bytes, memory_order_relaxed);
 	st->lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
+	st->late = atomic_load_explicit(&s->late, memory_order_relaxed);
 	st->dropped = atomic_load_explicit(&s->dropped, memory_order_relaxed);
+	st->srtp_auth = atomic_load_explicit(&s->srtp_auth, memory_order_relaxed);
+	st->srtp_replay = atomic_load_explicit(&s->srtp_replay, memory_order_relaxed);
 	st->last_rx_ms = atomic_load_explicit(&s->last_rx_ms, memory_order_relaxed);
 	/* freed (and maybe reused) while we read: the numbers are not its */
 	if (!ep_valid(m, ep))
@@ -695,4 +892,140 @@ void media_ep_stats(const struct media *m, media_ep_t ep, struct media_stats *st
 size_t media_ports_free(const struct media *m)
 {
 	return m ? atomic_load(&m->nfree) : 0;
+}
+
+/* ---- signalling side: DTMF, recording, timeouts ------------------------------ */
+
+/* RFC 4733 §3.2 event codes; -1: not a digit. */
+static int dtmf_code(char d)
+{
+	static const char keys[] = "0123456789*#ABCD";
+	const char *k;
+
+	if (d >= 'a' && d <= 'd')
+		d = (char)(d - 'a' + 'A');
+	k = d ? strchr(keys, d) : NULL;
+	return k ? (int)(k - keys) : -1;
+}
+
+int media_ep_dtmf(struct media *m, media_ep_t ep, char digit, unsigned ms)
+{
+	struct media_cmd *c;
+	int code = dtmf_code(digit);
+
+	if (code < 0)
+		return EINVAL;
+	if (!ep_valid(m, ep))
+		return ENOENT;
+	if (!(c = cmd_new(CMD_DTMF, ep)))
+		return ENOMEM;
+	c->ev = (uint8_t)code;
+	c->ms = (uint16_t)(ms < DTMF_MS_MIN ? DTMF_MS_MIN :
+			   ms > DTMF_MS_MAX ? DTMF_MS_MAX : ms);
+	cmd_push(m, c);
+	return 0;
+}
+
+int media_record_start(struct media *m, media_ep_t a, media_ep_t b,
+		       const char *path, int64_t min_ms, uint64_t tag)
+{
+	struct media_rec *r = NULL;
+	struct media_cmd *c;
+	int e;
+
+	if (!ep_valid(m, a) || !ep_valid(m, b))
+		return ENOENT;
+	if (a == b || !path || !*path)
+		return EINVAL;
+	if ((e = media_rec_new(m, &r, path, min_ms, tag)))
+		return e;
+	if (!(c = cmd_new(CMD_RECORD, a))) {
+		media_rec_discard(r);
+		return ENOMEM;
+	}
+	c->b = b;
+	c->rec = r;
+	cmd_push(m, c);
+	return 0;
+}
+
+int media_record_stop(struct media *m, media_ep_t ep, bool discard)
+{
+	struct media_cmd *c;
+
+	if (!ep_valid(m, ep))
+		return ENOENT;
+	if (!(c = cmd_new(CMD_RECSTOP, ep)))
+		return ENOMEM;
+	c->discard = discard;
+	cmd_push(m, c);
+	return 0;
+}
+
+int media_set_timeout(struct media *m, int64_t ms)
+{
+	struct media_cmd *c;
+
+	if (!m || ms < 0)
+		return EINVAL;
+	if (!(c = cmd_new(CMD_TIMEOUT, MEDIA_EP_NONE)))
+		return ENOMEM;
+	c->val = ms;
+	cmd_push(m, c);
+	return 0;
+}
+
+/* ---- events ------------------------------------------------------------------ */
+
+void media_event_post(struct media *m, const struct media_event *ev)
+{
+	struct media_evq *q = malloc(sizeof(*q));
+	uint64_t one = 1;
+
+	if (!q) {
+		log_err("out of memory: a media event is lost");
+		return;
+	}
+	q->next = NULL;
+	q->ev = *ev;
+	pthread_mutex_lock(&m->ev_lock);
+	if (m->ev_tail)
+		m->ev_tail->next = q;
+	else
+		m->ev_head = q;
+	m->ev_tail = q;
+	pthread_mutex_unlock(&m->ev_lock);
+	if (write(m->ev_fd, &one, sizeof(one)) < 0)
+		return;         /* the counter is full: readable anyway */
+}
+
+int media_event_fd(const struct media *m)
+{
+	return m ? m->ev_fd : -1;
+}
+
+size_t media_events(struct media *m, struct media_event *ev, size_t max)
+{
+	uint64_t cnt, one = 1;
+	size_t n = 0;
+
+	if (!m)
+		return 0;
+	/* reset first: a post after this read makes the fd readable again */
+	if (read(m->ev_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+		log_warn("eventfd read: %s", strerror(errno));
+	pthread_mutex_lock(&m->ev_lock);
+	while (n < max && m->ev_head) {
+		struct media_evq *q = m->ev_head;
+
+		m->ev_head = q->next;
+		ev[n++] = q->ev;
+		free(q);
+	}
+	if (!m->ev_head)
+		m->ev_tail = NULL;
+	else if (write(m->ev_fd, &one, sizeof(one)) < 0)
+		log_warn("eventfd write: %s", strerror(errno));
+	pthread_mutex_unlock(&m->ev_lock);
+	return n;
 }

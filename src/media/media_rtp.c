@@ -11,6 +11,12 @@
  * stay level-triggered: a full batch is simply reported again, without the
  * extra EAGAIN read that edge triggering needs.
  *
+ * SRTP is undone in place on arrival and redone in place on the way out
+ * (the buffers keep room for the trailer), so a bridge converts between
+ * SRTP and RTP with no copy. A packet that fails authentication is
+ * counted and dropped before it can latch a source, be recorded or be
+ * relayed.
+ *
  * Forwarding is decided when a bridge or a peer changes (media_rtp_fwd):
  * the packet path only indexes a 128-byte payload type map.
  */
@@ -20,7 +26,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #define LOG_MODULE "media"
@@ -30,35 +35,8 @@
 
 #define PT_DROP 0xFF
 #define PT_CN 13                /* comfort noise: the same for both laws */
-#define TICK_NS 20000000L
-#define CATCHUP_MAX 5           /* frames sent for one late tick, at most */
 #define LOSS_JUMP_MAX 1000      /* a larger gap is a restart, not loss */
-#define RTP_HDR 12
-
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-		(uint32_t)p[2] << 8 | p[3];
-}
-
-static void wr16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
+#define RTP_HDR MEDIA_RTP_HDR
 
 void media_rtp_init(struct media *m)
 {
@@ -66,7 +44,7 @@ void media_rtp_init(struct media *m)
 
 	for (int i = 0; i < MEDIA_BATCH; i++) {
 		rx->iov[i].iov_base = rx->buf[i];
-		rx->iov[i].iov_len = sizeof(rx->buf[i]);
+		rx->iov[i].iov_len = MEDIA_RX_MAX;
 		rx->msg[i].msg_hdr.msg_name = &rx->src[i];
 		rx->msg[i].msg_hdr.msg_iov = &rx->iov[i];
 		rx->msg[i].msg_hdr.msg_iovlen = 1;
@@ -75,24 +53,29 @@ void media_rtp_init(struct media *m)
 	}
 }
 
-/* Copies the engine's counters where other threads read them. */
-static void publish(struct media *m, const struct media_ep *e)
+#define PUB(f) do { \
+	uint64_t _old = atomic_load_explicit(&s->f, memory_order_relaxed); \
+	m->tot.f += e->st.f - _old; \
+	atomic_store_explicit(&s->f, e->st.f, memory_order_relaxed); \
+} while (0)
+
+void media_rtp_publish(struct media *m, const struct media_ep *e)
 {
 	struct media_slot *s = &m->slots[e->h & 0xFFFFu];
 
-	atomic_store_explicit(&s->rx_packets, e->st.rx_packets, memory_order_relaxed);
-	atomic_store_explicit(&s->tx_packets, e->st.tx_packets, memory_order_relaxed);
-	atomic_store_explicit(&s->rx_bytes, e->st.rx_bytes, memory_order_relaxed);
-	atomic_store_explicit(&s->tx_bytes, e->st.tx_bytes, memory_order_relaxed);
-	atomic_store_explicit(&s->lost, e->st.lost, memory_order_relaxed);
-	atomic_store_explicit(&s->dropped, e->st.dropped, memory_order_relaxed);
+	PUB(rx_packets);
+	PUB(tx_packets);
+	PUB(rx_bytes);
+	PUB(tx_bytes);
+	PUB(lost);
+	PUB(late);
+	PUB(dropped);
+	PUB(srtp_auth);
+	PUB(srtp_replay);
 	atomic_store_explicit(&s->last_rx_ms, e->st.last_rx_ms, memory_order_relaxed);
 }
 
-static bool can_send(const struct media_ep *e)
-{
-	return e && e->has_peer && e->peer.sendrecv;
-}
+#undef PUB
 
 /* ---- forwarding decisions --------------------------------------------------- */
 
@@ -111,6 +94,9 @@ void media_rtp_fwd(struct media_ep *x)
 	else
 		x->xlat_a = media_g711_a2u;
 	x->fwd_pt[PT_CN] = PT_CN;
+	/* events only under the type x negotiated: anything else in the
+	 * dynamic range stays PT_DROP, so a peer that did not agree to
+	 * telephone-event can never send the other side garbage as DTMF */
 	if (x->peer.te_pt >= 0)
 		x->fwd_pt[x->peer.te_pt] = y->peer.te_pt >= 0 ?
 			(uint8_t)y->peer.te_pt : PT_DROP;
@@ -129,35 +115,22 @@ void media_rtp_unbridge(struct media_ep *e)
 
 /* ---- the outgoing stream ------------------------------------------------------ */
 
-/* Timestamp advance after a pause: the wall time that passed, so that the
- * receiver's jitter buffer sees the real gap (at least one frame). */
-static uint32_t ts_gap(const struct media_stream *o, int64_t now)
-{
-	int64_t ms = now - o->ms;
-
-	if (ms < 20)
-		ms = 20;
-	if (ms > 3600 * 1000)
-		ms = 3600 * 1000;
-	return (uint32_t)ms * 8;
-}
-
 /*
  * A peer that has heard nothing from us gets the source's SSRC, sequence
  * and timestamps untouched, which keeps relayed RTCP meaningful. Once we
- * have sent (a prompt, or another source), a new source is mapped onto our
- * stream: same SSRC, sequence and timestamp continuing, marker set.
+ * have sent (a prompt, DTMF, or another source), a new source is mapped
+ * onto our stream: same SSRC, sequence and timestamp continuing, marker set.
  */
 static void stream_map(struct media_stream *o, uint8_t *p, int64_t now)
 {
-	uint32_t in_ssrc = rd32(p + 8);
+	uint32_t in_ssrc = media_rd32(p + 8);
 	uint16_t seq;
 	uint32_t ts;
 
 	if (!o->mapped || o->in_ssrc != in_ssrc) {
 		if (o->started) {
-			o->seq_off = (uint16_t)(o->seq + 1 - rd16(p + 2));
-			o->ts_off = o->ts + ts_gap(o, now) - rd32(p + 4);
+			o->seq_off = (uint16_t)(o->seq + 1 - media_rd16(p + 2));
+			o->ts_off = o->ts + media_ts_gap(o, now) - media_rd32(p + 4);
 		} else {
 			o->ssrc = in_ssrc;
 			o->seq_off = 0;
@@ -167,11 +140,11 @@ static void stream_map(struct media_stream *o, uint8_t *p, int64_t now)
 		o->in_ssrc = in_ssrc;
 		p[1] |= 0x80;
 	}
-	seq = (uint16_t)(rd16(p + 2) + o->seq_off);
-	ts = rd32(p + 4) + o->ts_off;
-	wr16(p + 2, seq);
-	wr32(p + 4, ts);
-	wr32(p + 8, o->ssrc);
+	seq = (uint16_t)(media_rd16(p + 2) + o->seq_off);
+	ts = media_rd32(p + 4) + o->ts_off;
+	media_wr16(p + 2, seq);
+	media_wr32(p + 4, ts);
+	media_wr32(p + 8, o->ssrc);
 	if (!o->started || (int16_t)(seq - o->seq) > 0) {
 		o->seq = seq;
 		o->ts = ts;
@@ -194,7 +167,7 @@ static size_t rtp_check(const uint8_t *p, size_t len, size_t *plen)
 	if (p[0] & 0x10) {
 		if (h + 4 > len)
 			return 0;
-		h += 4 + 4u * rd16(p + h + 2);
+		h += 4 + 4u * media_rd16(p + h + 2);
 	}
 	if (p[0] & 0x20)
 		pad = p[len - 1];
@@ -207,21 +180,27 @@ static size_t rtp_check(const uint8_t *p, size_t len, size_t *plen)
 static bool rtcp_check(const uint8_t *p, size_t len)
 {
 	return len >= 8 && (p[0] >> 6) == 2 && p[1] >= 192 && p[1] <= 223 &&
-		(size_t)(rd16(p + 2) + 1) * 4 <= len;
+		(size_t)(media_rd16(p + 2) + 1) * 4 <= len;
 }
 
 /*
- * Symmetric RTP: the first valid packet after the peer is known fixes
- * where this side's packets come from (behind NAT that is not the SDP
- * address), and from then on only that source is accepted and answered.
+ * Symmetric RTP: the first valid (and, with SRTP, authenticated) packet
+ * after the peer is known fixes where this side's packets come from (behind
+ * NAT that is not the SDP address), and from then on only that source is
+ * accepted and answered. source_ok runs before any decryption, so that a
+ * stranger costs no crypto once the peer is latched; source_latch after.
  */
-static bool source_ok(struct media_ep *x, int k, const struct sockaddr_storage *src,
-		      socklen_t len)
+static bool source_ok(const struct media_ep *x, int k,
+		      const struct sockaddr_storage *src)
 {
-	if (!x->has_peer)
-		return false;
+	return x->has_peer && (!x->latched[k] || media_sa_same(src, &x->dst[k]));
+}
+
+static void source_latch(struct media_ep *x, int k,
+			 const struct sockaddr_storage *src, socklen_t len)
+{
 	if (x->latched[k])
-		return media_sa_same(src, &x->dst[k]);
+		return;
 	if (!media_sa_same(src, &x->dst[k])) {
 		memcpy(&x->dst[k], src, len);
 		x->dstlen[k] = len;
@@ -229,13 +208,12 @@ static bool source_ok(struct media_ep *x, int k, const struct sockaddr_storage *
 			  (unsigned)x->h, k ? "RTCP" : "RTP");
 	}
 	x->latched[k] = true;
-	return true;
 }
 
 static void rx_seq(struct media_ep *x, const uint8_t *p)
 {
-	uint32_t ssrc = rd32(p + 8);
-	uint16_t seq = rd16(p + 2);
+	uint32_t ssrc = media_rd32(p + 8);
+	uint16_t seq = media_rd16(p + 2);
 	int16_t d = (int16_t)(seq - x->rx_seq);
 
 	if (!x->rx_started || ssrc != x->rx_ssrc || d > LOSS_JUMP_MAX) {
@@ -244,8 +222,10 @@ static void rx_seq(struct media_ep *x, const uint8_t *p)
 		x->rx_seq = seq;
 		return;
 	}
-	if (d <= 0)
-		return;                 /* late or duplicate */
+	if (d <= 0) {
+		x->st.late++;           /* late or duplicate */
+		return;
+	}
 	x->st.lost += (uint64_t)(d - 1);
 	x->rx_seq = seq;
 }
@@ -314,72 +294,123 @@ static int rx_batch(struct media *m, int fd)
 	return n;
 }
 
-/* Accepts (and counts) datagram i as RTP from x's peer; 0: dropped. */
-static size_t rtp_accept(struct media *m, struct media_ep *x, int i, size_t *plen)
+/*
+ * Accepts (and counts) datagram i as RTP from x's peer, decrypted; its
+ * length is then *lenp. Returns the header length, 0: dropped.
+ */
+static size_t rtp_accept(struct media *m, struct media_ep *x, int i,
+			 size_t *lenp, size_t *plen)
 {
 	struct mmsghdr *h = &m->rx->msg[i];
 	uint8_t *p = m->rx->buf[i];
 	size_t len = h->msg_len, hlen;
 
-	if ((h->msg_hdr.msg_flags & MSG_TRUNC) || !(hlen = rtp_check(p, len, plen)) ||
-	    !source_ok(x, 0, &m->rx->src[i], h->msg_hdr.msg_namelen)) {
-		x->st.dropped++;
-		return 0;
-	}
+	if ((h->msg_hdr.msg_flags & MSG_TRUNC) || len < RTP_HDR ||
+	    (p[0] >> 6) != 2 || !source_ok(x, 0, &m->rx->src[i]))
+		goto drop;
+	if (x->srtp.suite && !media_srtp_unprotect(x, p, &len, false))
+		return 0;               /* counted as an SRTP failure */
+	if (!(hlen = rtp_check(p, len, plen)))
+		goto drop;
+	source_latch(x, 0, &m->rx->src[i], h->msg_hdr.msg_namelen);
 	x->st.rx_packets++;
-	x->st.rx_bytes += len;
+	x->st.rx_bytes += h->msg_len;
 	x->st.last_rx_ms = m->now;
 	rx_seq(x, p);
+	*lenp = len;
 	return hlen;
+drop:
+	x->st.dropped++;
+	return 0;
+}
+
+/* Where x's packets go: a partner that may be sent to and is not busy
+ * with injected DTMF (which owns its outgoing stream meanwhile). */
+static struct media_ep *relay_target(struct media_ep *x)
+{
+	struct media_ep *y = x->other;
+
+	return media_can_send(y) && !media_dtmf_busy(y) ? y : NULL;
 }
 
 static void input_rtp(struct media *m, struct media_ep *x)
 {
-	struct media_ep *y = can_send(x->other) ? x->other : NULL;
+	struct media_ep *y = relay_target(x);
 	int n = rx_batch(m, x->fd[0]), ntx = 0;
-	size_t hlen, plen;
+	size_t hlen, plen, len = 0;
 
 	for (int i = 0; i < n; i++) {
-		if (!(hlen = rtp_accept(m, x, i, &plen)) || !y)
+		uint8_t *p = m->rx->buf[i];
+
+		if (!(hlen = rtp_accept(m, x, i, &len, &plen)))
 			continue;
-		if (!relay_one(m, x, y, m->rx->buf[i], hlen, plen)) {
+		if (x->tap.rec)
+			media_rec_tap(m, x, p, hlen, plen);
+		if (!y)
+			continue;
+		if (!relay_one(m, x, y, p, hlen, plen)) {
 			x->st.dropped++;
 			continue;
 		}
-		tx_add(m, ntx++, m->rx->buf[i], m->rx->msg[i].msg_len, y, 0);
+		if (y->srtp.suite && !media_srtp_protect(y, p, &len, false))
+			continue;
+		tx_add(m, ntx++, p, len, y, 0);
 	}
 	if (n <= 0)
 		return;
-	if (ntx) {
+	if (ntx)
 		tx_flush(m, y->fd[0], ntx, &y->st);
-		publish(m, y);
-	}
-	publish(m, x);
+	if (y)
+		media_rtp_publish(m, y);
+	media_rtp_publish(m, x);
 }
 
-/* RTCP is relayed as it is, whenever the partner has a peer (RFC 3264:
- * even on hold). It counts only towards dropped. */
+/* One RTCP datagram from x's peer, decrypted; false: dropped (counted). */
+static bool rtcp_accept(struct media_ep *x, struct mmsghdr *h, uint8_t *p,
+			const struct sockaddr_storage *src, size_t *lenp)
+{
+	size_t len = h->msg_len;
+
+	if ((h->msg_hdr.msg_flags & MSG_TRUNC) || !rtcp_check(p, len) ||
+	    !source_ok(x, 1, src)) {
+		x->st.dropped++;
+		return false;
+	}
+	if (x->srtp.suite && !media_srtp_unprotect(x, p, &len, true))
+		return false;
+	if (!rtcp_check(p, len)) {
+		x->st.dropped++;
+		return false;
+	}
+	source_latch(x, 1, src, h->msg_hdr.msg_namelen);
+	*lenp = len;
+	return true;
+}
+
+/* RTCP is relayed as it is (but for SRTCP), whenever the partner has a
+ * peer (RFC 3264: even on hold). It counts only towards the failures. */
 static void input_rtcp(struct media *m, struct media_ep *x)
 {
 	struct media_ep *y = x->other && x->other->has_peer ? x->other : NULL;
 	int n = rx_batch(m, x->fd[1]), ntx = 0;
+	size_t len = 0;
 
 	for (int i = 0; i < n; i++) {
-		struct mmsghdr *h = &m->rx->msg[i];
+		uint8_t *p = m->rx->buf[i];
 
-		if ((h->msg_hdr.msg_flags & MSG_TRUNC) ||
-		    !rtcp_check(m->rx->buf[i], h->msg_len) ||
-		    !source_ok(x, 1, &m->rx->src[i], h->msg_hdr.msg_namelen)) {
-			x->st.dropped++;
+		if (!rtcp_accept(x, &m->rx->msg[i], p, &m->rx->src[i], &len) || !y)
 			continue;
-		}
-		if (y)
-			tx_add(m, ntx++, m->rx->buf[i], h->msg_len, y, 1);
+		if (y->srtp.suite && !media_srtp_protect(y, p, &len, true))
+			continue;
+		tx_add(m, ntx++, p, len, y, 1);
 	}
 	if (ntx)
 		tx_flush(m, y->fd[1], ntx, NULL);
-	if (n > 0)
-		publish(m, x);
+	if (n > 0) {
+		if (y)
+			media_rtp_publish(m, y);
+		media_rtp_publish(m, x);
+	}
 }
 
 void media_rtp_input(struct media *m, struct media_ep *e, int rtcp)
@@ -392,135 +423,51 @@ void media_rtp_input(struct media *m, struct media_ep *e, int rtcp)
 		input_rtp(m, e);
 }
 
-/* ---- playout ---------------------------------------------------------------------- */
+/* ---- media timeout ---------------------------------------------------------------- */
 
-static void tick_arm(struct media *m, bool on)
+static int64_t max64(int64_t a, int64_t b)
 {
-	struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+	return a > b ? a : b;
+}
 
-	if (on == m->tick_armed)
+/* One bridge, seen from its lower-indexed ep e. */
+static void timeout_check(struct media *m, struct media_ep *e)
+{
+	struct media_ep *o = e->other;
+	struct media_event ev = { .kind = MEDIA_EV_TIMEOUT };
+	int64_t last;
+
+	if (!media_can_send(e) || !media_can_send(o)) {
+		/* on hold (or not negotiated): exempt, and the clock starts
+		 * again when the hold ends */
+		e->idle_from = o->idle_from = m->now;
+		e->timed_out = false;
 		return;
-	if (on)
-		its.it_interval.tv_nsec = its.it_value.tv_nsec = TICK_NS;
-	if (timerfd_settime(m->tfd, 0, &its, NULL))
-		log_err("timerfd_settime: %s", strerror(errno));
-	else
-		m->tick_armed = on;
-}
-
-static void playing_del(struct media *m, struct media_ep *e)
-{
-	uint32_t pos = e->play_pos, last = m->playing[--m->nplaying];
-
-	m->playing[pos] = last;
-	m->eps[last].play_pos = pos;
-	e->play_pos = UINT32_MAX;
-}
-
-void media_rtp_play(struct media *m, struct media_ep *e,
-		    struct media_prompt *first, struct media_prompt *loop)
-{
-	media_prompt_deref(e->first);
-	media_prompt_deref(e->loop);
-	e->first = first;
-	e->loop = loop;
-	e->looping = !first;
-	e->cur = first ? first : loop;
-	e->frame = 0;
-	e->play_new = true;
-	e->out.mapped = false;
-	if (!e->cur && e->play_pos != UINT32_MAX)
-		playing_del(m, e);
-	if (e->cur && e->play_pos == UINT32_MAX) {
-		e->play_pos = m->nplaying;
-		m->playing[m->nplaying++] = e->h & 0xFFFFu;
-		tick_arm(m, true);
 	}
-}
-
-/* The header of the next prompt packet: our SSRC, continuing whatever we
- * sent last (a prompt or relayed media), marker on a new talkspurt. */
-static void frame_header(struct media *m, struct media_ep *e, uint8_t *p)
-{
-	struct media_stream *o = &e->out;
-	bool mark = e->play_new;
-
-	if (e->play_new && o->started) {
-		o->ts += ts_gap(o, m->now);
-	} else if (e->play_new) {
-		o->seq = (uint16_t)media_rng_next(m);
-		o->ts = (uint32_t)media_rng_next(m);
-	} else {
-		o->ts += MEDIA_FRAME;
-	}
-	o->seq++;
-	o->ms = m->now;
-	o->started = true;
-	o->mapped = false;
-	e->play_new = false;
-	p[0] = 0x80;
-	p[1] = (uint8_t)((mark ? 0x80 : 0) | e->peer.pt);
-	wr16(p + 2, o->seq);
-	wr32(p + 4, o->ts);
-	wr32(p + 8, o->ssrc);
-}
-
-static void frame_send(struct media *m, struct media_ep *e)
-{
-	uint8_t *p = m->pbuf;
-
-	frame_header(m, e, p);
-	memcpy(p + RTP_HDR, media_prompt_frame(e->cur, e->peer.codec, e->frame),
-	       MEDIA_FRAME);
-	if (sendto(e->fd[0], p, sizeof(m->pbuf), MSG_DONTWAIT,
-		   (struct sockaddr *)&e->dst[0], e->dstlen[0]) == sizeof(m->pbuf)) {
-		e->st.tx_packets++;
-		e->st.tx_bytes += sizeof(m->pbuf);
-	}
-}
-
-/* Moves to the next frame: first plays once, loop forever; NULL: done. */
-static void frame_next(struct media_ep *e)
-{
-	if (++e->frame < e->cur->nframes)
+	last = max64(max64(e->st.last_rx_ms, o->st.last_rx_ms),
+		     max64(e->idle_from, o->idle_from));
+	if (m->now - last < m->timeout_ms) {
+		e->timed_out = false;
 		return;
-	e->frame = 0;
-	if (!e->looping) {
-		e->looping = true;
-		e->cur = e->loop;
 	}
+	if (e->timed_out)
+		return;
+	e->timed_out = true;
+	m->tot.timeouts++;
+	ev.a = e->h;
+	ev.b = o->h;
+	ev.ms = m->now - last;
+	media_event_post(m, &ev);
 }
 
-/* A prompt runs only while it can be heard: not before the peer is known,
- * and not while the peer holds the call. */
-static void play_frames(struct media *m, struct media_ep *e, uint64_t n)
+void media_rtp_timeouts(struct media *m)
 {
-	if (!can_send(e))
+	if (m->timeout_ms <= 0)
 		return;
-	for (uint64_t i = 0; i < n && e->cur; i++) {
-		frame_send(m, e);
-		frame_next(e);
+	for (uint32_t i = 0; i < m->npairs; i++) {
+		struct media_ep *e = &m->eps[i];
+
+		if (e->h && e->other && e < e->other)
+			timeout_check(m, e);
 	}
-	publish(m, e);
-}
-
-void media_rtp_tick(struct media *m)
-{
-	uint64_t exp;
-
-	if (read(m->tfd, &exp, sizeof(exp)) != sizeof(exp) || !exp)
-		return;
-	if (exp > CATCHUP_MAX)
-		exp = CATCHUP_MAX;
-	for (uint32_t i = 0; i < m->nplaying;) {
-		struct media_ep *e = &m->eps[m->playing[i]];
-
-		play_frames(m, e, exp);
-		if (e->cur)
-			i++;
-		else
-			playing_del(m, e);      /* brings the last one to i */
-	}
-	if (!m->nplaying)
-		tick_arm(m, false);
 }
