@@ -210,6 +210,8 @@ static const struct opt opts[] = {
 	  "127.0.0.1:8080", "HTTP API address", NULL },
 	{ "api", "token", T_STR, C(api.token), 0, "",
 	  "Bearer token for every /api/ request", NULL },
+	{ "api", "public_url", T_STR, C(api.public_url), 0, "",
+	  "base of the links sipcrm gives out (recording_url); empty: http://LISTEN", NULL },
 
 	{ "trunk", "match", T_CIDRS, K(match), K(nmatch), "",
 	  "source addresses (CIDR list) whose INVITEs are inbound trunk calls", NULL },

@@ -186,6 +186,7 @@ struct conf {
 		char *listen_host;
 		uint16_t listen_port;
 		char *token;
+		char *public_url;
 	} api;
 
 	struct conf_trunk *trunks;

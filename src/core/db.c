@@ -61,6 +61,10 @@ static const char *const migrations[] = {
 	"CREATE TABLE crm_entities (entity TEXT NOT NULL, phone TEXT NOT NULL,"
 	" updated INTEGER NOT NULL, PRIMARY KEY (entity, phone));"
 	"CREATE INDEX crm_entities_updated ON crm_entities (updated);",
+	/* 7: media: a call's recording segments (names under record_dir, one
+	   per line) and why a call was ended by sipcrm itself */
+	"ALTER TABLE cdr ADD COLUMN recordings TEXT;"
+	"ALTER TABLE cdr ADD COLUMN end_reason TEXT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -691,6 +691,7 @@ static void call_end(struct call *c, const char *disposition)
 	b2b_xfer_free(c);
 	b2b_side_cleanup(c);
 	cancel_fork_legs(c, 0, true);
+	b2b_rec_end(c);
 	media_ep_free(c->b2b->media, c->ep_in);
 	media_ep_free(c->b2b->media, c->ep_out);
 	c->ep_in = c->ep_out = MEDIA_EP_NONE;

@@ -66,9 +66,11 @@ void b2b_cdr_write(struct call *c)
 {
 	static const char sql[] =
 		"INSERT OR REPLACE INTO cdr (call_id, direction, src, dst, did, "
-		"disposition, started, answered, ended, first_agent, last_agent) "
-		"VALUES (?,?,?,?,?,?,?,?,?,?,?)";
+		"disposition, started, answered, ended, first_agent, last_agent, "
+		"recording_url, recordings, end_reason) "
+		"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 	sqlite3_stmt *st;
+	char url[512];
 
 	db_tx(c->b2b->db);
 	st = db_stmt(c->b2b->db, sql);
@@ -87,6 +89,11 @@ void b2b_cdr_write(struct call *c)
 	sqlite3_bind_text(st, 10, *c->first_agent ? c->first_agent : NULL, -1,
 			  SQLITE_STATIC);
 	sqlite3_bind_text(st, 11, *c->last_agent ? c->last_agent : NULL, -1,
+			  SQLITE_STATIC);
+	if (b2b_rec_first_url(c, url, sizeof(url)))
+		sqlite3_bind_text(st, 12, url, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 13, *c->recs ? c->recs : NULL, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 14, *c->end_reason ? c->end_reason : NULL, -1,
 			  SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		log_err("CDR of %s not written", c->id);
@@ -134,11 +141,16 @@ static json_t *media_json(struct media *m, media_ep_t ep)
 	if (ep == MEDIA_EP_NONE)
 		return json_null();
 	media_ep_stats(m, ep, &st);
-	return json_pack("{s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "rx_packets", (json_int_t)st.rx_packets,
 			 "tx_packets", (json_int_t)st.tx_packets,
+			 "rx_bytes", (json_int_t)st.rx_bytes,
+			 "tx_bytes", (json_int_t)st.tx_bytes,
 			 "lost", (json_int_t)st.lost,
-			 "dropped", (json_int_t)st.dropped);
+			 "late", (json_int_t)st.late,
+			 "dropped", (json_int_t)st.dropped,
+			 "srtp_auth_failures", (json_int_t)st.srtp_auth,
+			 "srtp_replays", (json_int_t)st.srtp_replay);
 }
 
 static json_t *call_json(const struct call *c, bool legs)
@@ -156,6 +168,7 @@ static json_t *call_json(const struct call *c, bool legs)
 		json_object_set_new(o, "media", json_pack("{s:o, s:o}",
 			"caller", media_json(c->b2b->media, c->ep_in),
 			"callee", media_json(c->b2b->media, c->ep_out)));
+		json_object_set_new(o, "recordings", b2b_recs_json(c->conf, c->recs));
 	}
 	return o;
 }
@@ -204,15 +217,20 @@ static json_t *cdr_legs(struct db *db, const char *id)
 }
 
 #define CDR_COLS "call_id, direction, src, dst, did, disposition, started, " \
-		 "answered, ended, first_agent, last_agent, recording_url"
+		 "answered, ended, first_agent, last_agent, recording_url, " \
+		 "recordings, end_reason"
 
-static json_t *cdr_row(sqlite3_stmt *st)
+static json_t *cdr_row(const struct b2b *b, sqlite3_stmt *st)
 {
+	const unsigned char *recs = sqlite3_column_text(st, 12);
+	const unsigned char *why = sqlite3_column_text(st, 13);
+	json_t *o;
+
 	int64_t started = sqlite3_column_int64(st, 6);
 	int64_t answered = sqlite3_column_int64(st, 7);
 	int64_t ended = sqlite3_column_int64(st, 8);
 
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:I, "
+	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:I, "
 			 "s:s?, s:s?, s:s?}",
 		"call_id", (const char *)sqlite3_column_text(st, 0),
 		"direction", (const char *)sqlite3_column_text(st, 1),
@@ -227,6 +245,13 @@ static json_t *cdr_row(sqlite3_stmt *st)
 		"first_agent", (const char *)sqlite3_column_text(st, 9),
 		"last_agent", (const char *)sqlite3_column_text(st, 10),
 		"recording_url", (const char *)sqlite3_column_text(st, 11));
+	if (o) {
+		json_object_set_new(o, "recordings", b2b_recs_json(b->conf,
+				    recs ? (const char *)recs : ""));
+		json_object_set_new(o, "end_reason", why ?
+				    json_string((const char *)why) : json_null());
+	}
+	return o;
 }
 
 static int api_call(struct api_req *req, void *arg)
@@ -245,7 +270,7 @@ static int api_call(struct api_req *req, void *arg)
 	if (st && id) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 		if (sqlite3_step(st) == SQLITE_ROW) {
-			o = cdr_row(st);
+			o = cdr_row(b, st);
 			json_object_set_new(o, "state", json_string("ended"));
 		}
 		sqlite3_reset(st);
@@ -285,7 +310,7 @@ static int api_cdr(struct api_req *req, void *arg)
 	sqlite3_bind_int64(st, 1, parse_since(api_req_query(req, "since")));
 	sqlite3_bind_int64(st, 2, limit);
 	while (sqlite3_step(st) == SQLITE_ROW) {
-		json_t *o = cdr_row(st);
+		json_t *o = cdr_row(b, st);
 
 		json_object_set_new(o, "legs", json_array());
 		json_array_append_new(a, o);
@@ -302,7 +327,7 @@ static int api_cdr(struct api_req *req, void *arg)
 
 int b2b_api_register(struct b2b *b, struct api *api)
 {
-	return b2b_ctl_register(b, api) ||
+	return b2b_ctl_register(b, api) || b2b_media_register(b, api) ||
 	       api_route(api, "GET", "/api/v1/calls", true, api_calls, b) ||
 	       api_route(api, "GET", "/api/v1/calls/*", true, api_call, b) ||
 	       api_route(api, "GET", "/api/v1/cdr", true, api_cdr, b);

@@ -179,6 +179,7 @@ static void xfer_answered(struct call *c, struct leg *l, const sip_t *sip)
 	b2b_apply_peer(c, SIDE_OUT, &info);
 	b2b_se_response(c, SIDE_OUT, sip);
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
+	b2b_rec_segment(c);
 	b2b_act_leg(l, false);
 	b2b_act_busy(c, false, true);
 	if (*l->agent) {
@@ -373,6 +374,7 @@ static void join(struct call *c, struct call *y, const char *by)
 	c->act_winner = y->act_winner;
 	y->act_winner = false;
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
+	b2b_rec_segment(c);
 	if (*b->agent) {
 		snprintf(c->last_agent, sizeof(c->last_agent), "%s", b->agent);
 		if (!*c->first_agent)

@@ -235,6 +235,7 @@ static void on_se(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 	}
 	log_warn("call %s: session timer expired on the %s side (%lu s without a "
 		 "refresh), ending the call", c->id, side_names[sd->idx], secs(sd->se_ms));
+	snprintf(c->end_reason, sizeof(c->end_reason), "session_timeout");
 	b2b_send_bye(c, b2b_side_dlg(c, SIDE_IN));
 	b2b_send_bye(c, b2b_side_dlg(c, SIDE_OUT));
 	b2b_call_end(c, "answered");
@@ -533,8 +534,11 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 		return early_offer(c, l, irq, sip);
 	case sip_method_refer:
 		return b2b_refer(c, l, irq, sip);
-	case sip_method_options:
 	case sip_method_info:
+		if (answered)
+			return b2b_info(c, side, irq, sip);
+		/* fall through */
+	case sip_method_options:
 		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
 		return 200;
 	default:

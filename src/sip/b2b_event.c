@@ -173,6 +173,7 @@ void b2b_ev_transferred(struct call *c, const char *agent, const char *by,
 
 void b2b_ev_ended(struct call *c)
 {
+	char url[512];
 	json_t *ev;
 
 	b2b_ev_started(c);
@@ -186,7 +187,11 @@ void b2b_ev_ended(struct call *c)
 				(c->ended_ms - c->answered_ms) / 1000 : 0));
 	json_object_set_new(ev, "first_agent", str_or_null(c->first_agent));
 	json_object_set_new(ev, "last_agent", str_or_null(c->last_agent));
-	json_object_set_new(ev, "recording_url", json_null());
+	json_object_set_new(ev, "recording_url", b2b_rec_first_url(c, url, sizeof(url)) ?
+			    json_string(url) : json_null());
+	json_object_set_new(ev, "recordings", b2b_recs_json(c->conf, c->recs));
+	if (*c->end_reason)
+		json_object_set_new(ev, "end_reason", json_string(c->end_reason));
 	emit(c, ev);
 }
 

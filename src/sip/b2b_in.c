@@ -150,6 +150,7 @@ void b2b_call_answered(struct call *c, struct leg *l)
 	b2b_cancel_others(c);
 	b2b_timer_disarm(&c->tmr_fork);
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
+	b2b_rec_segment(c);
 	if (c->in_irq)  /* click-to-call: the agent has answered already */
 		sipd_reply(c->b2b->sipd, c->in_irq, SIP_200_OK,
 			   TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
@@ -638,6 +639,10 @@ int b2b_alloc(struct b2b **bp, const struct b2b_deps *deps, const struct conf *c
 		return ENOMEM;
 	}
 	load_prompts(b, conf);
+	if (b2b_media_init(b)) {
+		b2b_free(b);
+		return ENOMEM;
+	}
 	sipd_handle(b->sipd, sip_method_invite, on_invite, b);
 	reg_on_activity(b->reg, agent_activity, b);
 	*bp = b;
@@ -678,6 +683,7 @@ struct b2b *b2b_free(struct b2b *b)
 		hmap_free(b->calls);
 	}
 	b2b_act_fini(b);
+	b2b_media_fini(b);
 	media_prompt_deref(b->greeting);
 	media_prompt_deref(b->ringback);
 	conf_deref(b->conf);
@@ -693,6 +699,7 @@ void b2b_reload(struct b2b *b, const struct conf *conf)
 	free(b->server);
 	b->server = *conf->sip.server ? strdup(conf->sip.server) : NULL;
 	load_prompts(b, conf);
+	b2b_media_reload(b);
 }
 
 size_t b2b_active(const struct b2b *b)

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <sofia-sip/nta.h>
 #include <sofia-sip/sip.h>
 
@@ -17,6 +18,9 @@
 #include "sip/msdp.h"
 
 struct api;
+
+#define B2B_REC_NAME 96         /* "YYYY-MM-DD/CALLID-SEG.wav" and room */
+#define B2B_RECS_MAX 512        /* a call's segment names, one per line */
 
 struct b2b {
 	su_root_t *root;
@@ -34,6 +38,10 @@ struct b2b {
 	struct hmap *acts;              /* ext -> struct agent_act (b2b_event.c) */
 	struct metric *m_active;
 	struct metric *m_calls[6];      /* by disposition */
+	struct hmap *recs;              /* recording tag -> struct rec_job */
+	uint64_t rec_tag;               /* the last tag given out */
+	su_wait_t media_wait;           /* the engine's event fd */
+	int media_widx;
 };
 
 enum call_state {
@@ -162,6 +170,12 @@ struct call {
 	bool act_caller, act_winner;    /* counted as busy: caller_agent, winner */
 	bool ending;
 	bool in_callback;
+	char end_reason[16];            /* "media_timeout", "session_timeout" */
+	char recs[B2B_RECS_MAX];        /* recording segments, one per line */
+	char rec_name[B2B_REC_NAME];    /* the segment being recorded */
+	unsigned rec_seg;
+	bool rec_on;
+	int64_t rec_started_ms;
 };
 
 /* b2b.c */
@@ -225,6 +239,18 @@ void b2b_xfer_free(struct call *c);
 int b2b_ctl_register(struct b2b *b, struct api *api);
 void b2b_ev_transferred(struct call *c, const char *agent, const char *by,
 			const char *mode);
+
+/* b2b_media.c: recording segments, media timeouts, DTMF from INFO */
+int b2b_media_init(struct b2b *b);
+void b2b_media_reload(struct b2b *b);
+void b2b_media_fini(struct b2b *b);
+int b2b_media_register(struct b2b *b, struct api *api);
+void b2b_rec_segment(struct call *c);
+void b2b_rec_end(struct call *c);
+int b2b_rec_url(const struct conf *cf, const char *name, char *buf, size_t size);
+bool b2b_rec_first_url(const struct call *c, char *buf, size_t size);
+json_t *b2b_recs_json(const struct conf *cf, const char *recs);
+int b2b_info(struct call *c, int side, nta_incoming_t *irq, const sip_t *sip);
 
 /* b2b_cdr.c */
 void b2b_cdr_write(struct call *c);

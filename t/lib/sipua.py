@@ -791,7 +791,10 @@ class UA:
         self.t2 = T2
         self.trace = []           # (time, "<" or ">", (ip, port), raw)
         self.debug = bool(os.environ.get("SIPUA_DEBUG"))
-        self.rtp = {"packets": 0, "src": None, "pt": None, "last": None}
+        # RTP received: count, last source and payload type, packets per
+        # payload type, and the last 50 packets themselves
+        self.rtp = {"packets": 0, "src": None, "pt": None, "last": None, "pts": {},
+                    "raw": []}
         self._sess_id = random.randint(1000, 2 ** 31)
         self._sdp_version = 0
         self._cond = threading.Condition(threading.RLock())
@@ -904,6 +907,8 @@ class UA:
                         self.rtp["src"] = addr
                         self.rtp["pt"] = data[1] & 0x7f if len(data) > 1 else None
                         self.rtp["last"] = time.time()
+                        self.rtp["pts"][self.rtp["pt"]] = self.rtp["pts"].get(self.rtp["pt"], 0) + 1
+                        self.rtp["raw"] = self.rtp["raw"][-49:] + [data]
                     continue
                 if not data.strip():
                     continue      # CRLF keepalive
