@@ -186,8 +186,35 @@ static void redact(void)
 	ok(!strstr(small, "AAEC"), "a key cut by the buffer end leaks nothing: %s", small);
 }
 
+/* A plain offer of ours made secure: same session, formats and direction. */
+static void secured(void)
+{
+	int pts[2] = { 8, 0 };
+	struct msdp_crypto c[2];
+	struct msdp_info in;
+	char plain[1024], sec[1024], tiny[64];
+
+	ok(msdp_build(plain, sizeof(plain), "127.0.0.1", 4000, pts, 2, 101,
+		      MSDP_SENDONLY, 77, 3) > 0, "a plain offer");
+	is_int(msdp_crypto_offer(c, 2), 2, "two lines");
+	ok(msdp_secure(sec, sizeof(sec), plain, c, 2) > 0, "made secure");
+	like(sec, "m=audio 4000 RTP/SAVP 8 0 101\r\n", "the m= line is RTP/SAVP, formats kept");
+	like(sec, "o=sipcrm 77 3 ", "session and version kept");
+	is_int(msdp_parse(sec, strlen(sec), CONF_CODEC_PCMA | CONF_CODEC_PCMU, &in), 0,
+	       "it parses");
+	ok(in.savp && in.ncrypto == 2 && in.crypto[0].tag == 1 &&
+	   !memcmp(in.crypto[0].key, c[0].key, MEDIA_SRTP_KEY_LEN) &&
+	   in.crypto[1].suite == MEDIA_SRTP_AES_CM_128_HMAC_SHA1_32,
+	   "with both lines and their keys");
+	ok(in.mode == MSDP_SENDONLY && in.te_pt == 101 && in.pt == 8,
+	   "direction, telephone-event and codec kept");
+	is_int(msdp_secure(tiny, sizeof(tiny), plain, c, 2), -1, "too small a buffer: -1");
+	is_int(msdp_secure(sec, sizeof(sec), "v=0\r\n", c, 2), -1, "not our SDP: -1");
+}
+
 int main(void)
 {
+	secured();
 	offer_parsed();
 	lines_left_out();
 	profiles();

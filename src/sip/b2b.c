@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <sofia-sip/sip_header.h>
 #include <sofia-sip/sip_status.h>
@@ -182,25 +183,48 @@ static void note_failure(struct call *c, int status, const char *phrase)
 	snprintf(c->best_phrase, sizeof(c->best_phrase), "%s", phrase ? phrase : "");
 }
 
+/* A branch answered with media we cannot use: it counts as a 488. */
+static void leg_refused(struct call *c, struct leg *l, const char *why)
+{
+	b2b_act_leg(l, false);
+	send_bye(c, l->dlg);
+	l->status = 488;
+	l->ended_ms = clk_wall_ms();
+	note_failure(c, 488, why);
+	if (c->state < CALL_ANSWERED && !c->ending && l->fork == c->fork &&
+	    fork_settled(c))
+		fork_next(c);
+}
+
 static void leg_answered(struct leg *l, const sip_t *sip)
 {
 	struct call *c = l->call;
 	struct msdp_info info;
+	char msg[400];
 
 	leg_send_ack(l, sip);
 	if (c->winner || c->state >= CALL_ANSWERED) {
 		send_bye(c, l->dlg);    /* a late 200 from a branch that lost */
 		return;
 	}
+	snprintf(msg, sizeof(msg), "answer from %s without usable SDP", l->uri);
 	if (!sip->sip_payload ||
 	    msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 		       c->conf->media.codecs, &info)) {
-		log_warn("call %s: answer from %s without usable SDP", c->id, l->uri);
-		b2b_act_leg(l, false);
-		send_bye(c, l->dlg);
+		b2b_log_sdp(c, msg, sip);
+		leg_refused(c, l, "Not Acceptable Here");
 		return;
 	}
-	b2b_apply_peer(c, SIDE_OUT, &info);
+	b2b_side_take_leg(c, SIDE_OUT, l);
+	if (b2b_srtp_check(c, c->side[SIDE_OUT].srtp_required, &info) ||
+	    b2b_apply_peer(c, SIDE_OUT, &info)) {
+		snprintf(msg, sizeof(msg), "%s answered without the SRTP it was offered "
+			 "([media] srtp = require)", l->uri);
+		b2b_log_sdp(c, msg, sip);
+		leg_refused(c, l, "SRTP required");
+		return;
+	}
+	b2b_side_secure(c, SIDE_OUT);
 	b2b_se_response(c, SIDE_OUT, sip);
 	c->winner = l;
 	l->answered_ms = clk_wall_ms();
@@ -224,6 +248,20 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	    leg_auth(c, l, sip) == 0) {
 		nta_outgoing_destroy(orq);  /* leg_auth sent the INVITE again */
 		return 0;
+	}
+	if ((status == 488 || status == 415 || status == 606) && l->savp &&
+	    c->conf->media.srtp == CONF_SRTP_OFFER && !c->ending && !l->cancelled) {
+		/* srtp = offer: a phone that refuses RTP/SAVP is offered plain RTP */
+		log_info("call %s: %s refused SRTP (%d), offering plain RTP", c->id,
+			 l->uri, status);
+		l->savp = false;
+		l->srtp_fellback = true;
+		l->nsdes = 0;
+		OPENSSL_cleanse(l->sdes, sizeof(l->sdes));
+		if (leg_send(c, l, false, NULL) == 0) {
+			nta_outgoing_destroy(orq);
+			return 0;
+		}
 	}
 	l->status = status;
 	nta_outgoing_destroy(orq);
@@ -276,6 +314,7 @@ static void leg_early(struct call *c, struct leg *l, const sip_t *sip)
 	    sip->sip_status->st_status != 199 && c->state < CALL_ANSWERED &&
 	    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 			c->conf->media.codecs, &info)) {
+		b2b_side_take_leg(c, SIDE_OUT, l);
 		b2b_apply_peer(c, SIDE_OUT, &info);
 		media_bridge(c->b2b->media, c->ep_in, c->ep_out);
 		c->early_relay = true;
@@ -377,8 +416,9 @@ static int leg_request(nta_leg_magic_t *magic, nta_leg_t *dlg,
  */
 static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
 {
-	char cbuf[256], xid[64], se[32], minse[32];
+	char cbuf[256], xid[64], se[32], minse[32], sec[sizeof(c->out_offer)];
 	const char *contact = b2b_contact(c, cbuf, sizeof(cbuf));
+	const char *sdp = l->offer ? l->offer : c->out_offer;
 	url_string_t *route = *l->route ? URL_STRING_MAKE(l->route) : NULL;
 	int64_t want = c->conf->sip.session_expires_ms;
 	bool timer = want > 0;
@@ -390,6 +430,11 @@ static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
 		snprintf(se, sizeof(se), "%lld", (long long)((want < min ? min : want) / 1000));
 		snprintf(minse, sizeof(minse), "%lld", (long long)(min / 1000));
 	}
+	if (l->savp) {
+		if (msdp_secure(sec, sizeof(sec), sdp, l->sdes, l->nsdes) < 0)
+			return EIO;
+		sdp = sec;
+	}
 	l->orq = nta_outgoing_tcreate(l->dlg, leg_response, (nta_outgoing_magic_t *)l,
 				      route, SIP_METHOD_INVITE, URL_STRING_MAKE(l->uri),
 				      TAG_IF(contact, SIPTAG_CONTACT_STR(contact)),
@@ -400,11 +445,12 @@ static int leg_send(struct call *c, struct leg *l, bool www, const char *auth)
 				      TAG_IF(auth && www, SIPTAG_AUTHORIZATION_STR(auth)),
 				      TAG_IF(auth && !www, SIPTAG_PROXY_AUTHORIZATION_STR(auth)),
 				      SIPTAG_CONTENT_TYPE_STR("application/sdp"),
-				      SIPTAG_PAYLOAD_STR(l->offer ? l->offer : c->out_offer),
+				      SIPTAG_PAYLOAD_STR(sdp),
 				      SIPTAG_HEADER_STR(xid),
 				      TAG_IF(*c->carry, SIPTAG_HEADER_STR(c->carry)),
 				      TAG_IF(c->b2b->server, SIPTAG_USER_AGENT_STR(c->b2b->server)),
 				      TAG_END());
+	OPENSSL_cleanse(sec, sizeof(sec));
 	return l->orq ? 0 : EIO;
 }
 
@@ -518,6 +564,19 @@ size_t b2b_ring_agent(struct call *c, const char *ext, enum leg_role role,
 			l->role = role;
 			l->offer = offer;
 			l->from_user = l->from_name = from_user;
+			/* [media] srtp: a phone of ours is offered SDES-SRTP */
+			if (cf->media.srtp != CONF_SRTP_OFF) {
+				int k = msdp_crypto_offer(l->sdes, 2);
+
+				if (k > 0) {
+					l->nsdes = (size_t)k;
+					l->savp = true;
+				}
+				else {
+					log_err("call %s: no random bytes for SRTP keys; "
+						"offering %s plain RTP", c->id, rc->uri);
+				}
+			}
 		}
 		n += l && !b2b_leg_invite(c, l) ? 1 : 0;
 	}
@@ -647,6 +706,7 @@ static void call_free(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 
 		c->legs = l->next;
 		leg_release(l);
+		OPENSSL_cleanse(l->sdes, sizeof(l->sdes));
 		free(l);
 	}
 	if (c->in_dlg && !c->in_leg)

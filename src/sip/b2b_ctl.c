@@ -152,7 +152,10 @@ static void xfer_answered(struct call *c, struct leg *l, const sip_t *sip)
 	b2b_leg_answer_ack(l, sip);
 	if (!x || c->ending || !sip->sip_payload ||
 	    msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
-		       c->conf->media.codecs, &info)) {
+		       c->conf->media.codecs, &info) ||
+	    b2b_srtp_check(c, l->savp && c->conf->media.srtp == CONF_SRTP_REQUIRE,
+			   &info)) {
+		b2b_log_sdp(c, "the transfer target's answer cannot be used", sip);
 		b2b_send_bye(c, l->dlg);
 		if (x && !c->ending)
 			xfer_failed(c, 488, "Not Acceptable Here");
@@ -176,6 +179,8 @@ static void xfer_answered(struct call *c, struct leg *l, const sip_t *sip)
 	l->answered_ms = clk_wall_ms();
 	b2b_side_reset(c, SIDE_OUT);
 	c->side[SIDE_OUT].ver = 1;
+	b2b_side_take_leg(c, SIDE_OUT, l);
+	b2b_side_secure(c, SIDE_OUT);
 	b2b_apply_peer(c, SIDE_OUT, &info);
 	b2b_se_response(c, SIDE_OUT, sip);
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
@@ -365,6 +370,10 @@ static void join(struct call *c, struct call *y, const char *by)
 	c->side[SIDE_OUT].allow_update = y->side[SIDE_OUT].allow_update;
 	c->side[SIDE_OUT].timer_feature = y->side[SIDE_OUT].timer_feature;
 	c->side[SIDE_OUT].sent_mode = y->side[SIDE_OUT].sent_mode;
+	c->side[SIDE_OUT].savp = y->side[SIDE_OUT].savp;
+	c->side[SIDE_OUT].srtp_required = y->side[SIDE_OUT].srtp_required;
+	c->side[SIDE_OUT].nsdes = y->side[SIDE_OUT].nsdes;
+	memcpy(c->side[SIDE_OUT].sdes, y->side[SIDE_OUT].sdes, sizeof(c->side[SIDE_OUT].sdes));
 	if (y->side[SIDE_OUT].have_cur)
 		b2b_apply_peer(c, SIDE_OUT, &y->side[SIDE_OUT].cur);
 	b2b_side_reset(y, SIDE_OUT);
@@ -470,9 +479,13 @@ void b2b_ctl_leg_answered(struct call *c, struct leg *l, const sip_t *sip)
 	b2b_leg_answer_ack(l, sip);
 	if (c->in_leg || c->ending || !sip->sip_payload ||
 	    msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
-		       c->conf->media.codecs, &info)) {
+		       c->conf->media.codecs, &info) ||
+	    b2b_srtp_check(c, l->savp && c->conf->media.srtp == CONF_SRTP_REQUIRE,
+			   &info)) {
 		nta_leg_t *dlg = l->dlg;
 
+		if (!c->in_leg && !c->ending)
+			b2b_log_sdp(c, "the agent's answer cannot be used", sip);
 		b2b_send_bye(c, dlg);
 		if (!c->in_leg && !c->ending) {
 			b2b_cancel_role(c, LEG_C2C_AGENT, NULL);
@@ -486,6 +499,8 @@ void b2b_ctl_leg_answered(struct call *c, struct leg *l, const sip_t *sip)
 	c->in_leg = l;
 	c->in_dlg = l->dlg;
 	c->in_sdp = info;
+	b2b_side_take_leg(c, SIDE_IN, l);
+	b2b_side_secure(c, SIDE_IN);
 	b2b_apply_peer(c, SIDE_IN, &info);
 	b2b_se_response(c, SIDE_IN, sip);
 	b2b_se_start(c, SIDE_IN);

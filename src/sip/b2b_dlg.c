@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
 #include <sofia-sip/sip_header.h>
 #include <sofia-sip/sip_status.h>
 #include <sofia-sip/sip_tag.h>
@@ -67,10 +68,69 @@ static uint16_t side_port(const struct call *c, int side)
 	return side == SIDE_IN ? c->port_in : c->port_out;
 }
 
-/* Points side's relay port at what its SDP says and records it. */
-void b2b_apply_peer(struct call *c, int side, const struct msdp_info *info)
+/* ---- SDES-SRTP (RFC 4568) --------------------------------------------------- */
+
+/*
+ * Whether a side can take an SDP as it is: 0, or 488 when it must use SRTP
+ * and has no a=crypto line we support, or asks for RTP/SAVP without one.
+ */
+int b2b_srtp_check(const struct call *c, bool required, const struct msdp_info *info)
 {
+	(void)c;
+	return (required || info->savp) && !info->ncrypto ? 488 : 0;
+}
+
+/* A branch becomes a side: the crypto lines we offered it go with it. */
+void b2b_side_take_leg(struct call *c, int side, const struct leg *l)
+{
+	struct side *sd = &c->side[side];
+
+	OPENSSL_cleanse(sd->sdes, sizeof(sd->sdes));
+	sd->savp = l->savp;
+	sd->srtp_required = l->savp && c->conf->media.srtp == CONF_SRTP_REQUIRE;
+	sd->nsdes = l->savp ? l->nsdes : 0;
+	memcpy(sd->sdes, l->sdes, sizeof(sd->sdes));
+}
+
+/* Our SDP text towards side, as the branch that won it was offered it. */
+void b2b_side_secure(struct call *c, int side)
+{
+	struct side *sd = &c->side[side];
+	char sec[sizeof(c->out_offer)];
+
+	if (!sd->savp || !sd->nsdes)
+		return;
+	if (msdp_secure(sec, sizeof(sec), side_sdp(c, side), sd->sdes, sd->nsdes) < 0)
+		log_err("call %s: cannot write our SRTP SDP to the %s side", c->id,
+			side_names[side]);
+	else
+		memcpy(side_sdp(c, side), sec, side_sdp_size(c, side));
+	OPENSSL_cleanse(sec, sizeof(sec));
+}
+
+/* An SDP that could not be used, for the log: keys redacted. */
+void b2b_log_sdp(const struct call *c, const char *what, const sip_t *sip)
+{
+	char buf[1200];
+
+	if (!sip || !sip->sip_payload || !sip->sip_payload->pl_len) {
+		log_warn("call %s: %s (no SDP)", c->id, what);
+		return;
+	}
+	msdp_redact(buf, sizeof(buf), sip->sip_payload->pl_data, sip->sip_payload->pl_len);
+	log_warn("call %s: %s; the SDP was:\n%s", c->id, what, buf);
+}
+
+/*
+ * Points side's relay port at what its SDP says, SRTP keys included, and
+ * records it. Returns 0, or 488 when the side needs SRTP and none of its
+ * a=crypto lines matches ours (the port is set up all the same).
+ */
+int b2b_apply_peer(struct call *c, int side, const struct msdp_info *info)
+{
+	struct side *sd = &c->side[side];
 	struct media_peer peer = { .te_pt = -1 };
+	int rc = 0;
 
 	memcpy(&peer.rtp, &info->rtp, sizeof(peer.rtp));
 	memcpy(&peer.rtcp, &info->rtcp, sizeof(peer.rtcp));
@@ -78,9 +138,33 @@ void b2b_apply_peer(struct call *c, int side, const struct msdp_info *info)
 	peer.pt = info->pt;
 	peer.te_pt = info->te_pt;
 	peer.sendrecv = !info->hold;
+	for (size_t i = 0; i < info->ncrypto && sd->nsdes; i++) {
+		const struct msdp_crypto *ours = msdp_crypto_find(sd->sdes, sd->nsdes,
+								  info->crypto[i].tag);
+
+		if (ours && !msdp_srtp_keys(ours, &info->crypto[i], &peer.srtp))
+			break;
+	}
+	if (peer.srtp.suite == MEDIA_SRTP_OFF) {
+		if (sd->srtp_required || info->savp) {
+			log_warn("call %s: the %s side's SDP has no a=crypto line that "
+				 "matches ours", c->id, side_names[side]);
+			rc = 488;
+		}
+		else if (sd->savp) {
+			/* srtp = offer, answered with plain RTP */
+			log_info("call %s: the %s side answered without SRTP: plain RTP",
+				 c->id, side_names[side]);
+			sd->savp = false;
+			sd->nsdes = 0;
+			OPENSSL_cleanse(sd->sdes, sizeof(sd->sdes));
+		}
+	}
 	media_ep_set_peer(c->b2b->media, side_ep(c, side), &peer);
+	OPENSSL_cleanse(&peer.srtp, sizeof(peer.srtp));
 	c->side[side].cur = *info;
 	c->side[side].have_cur = true;
+	return rc;
 }
 
 /*
@@ -93,16 +177,55 @@ int b2b_build_sdp(struct call *c, int side, int answer_pt, int te_pt,
 {
 	const struct conf *cf = c->conf;
 	int pts[2], npts = 0;
+	struct side *sd = &c->side[side];
+	struct msdp_out o = {
+		.ip = cf->media.ip, .port = side_port(c, side), .pts = pts,
+		.te_pt = te_pt, .mode = mode, .sess_id = c->sess_id,
+		.savp = sd->savp, .crypto = sd->sdes, .ncrypto = sd->nsdes,
+	};
 
 	if (answer_pt >= 0)
 		pts[npts++] = answer_pt;
 	else
 		for (size_t i = 0; i < cf->media.ncodecs && npts < 2; i++)
 			pts[npts++] = cf->media.codec_order[i] == CONF_CODEC_PCMA ? 8 : 0;
-	c->side[side].sent_mode = mode;
-	return msdp_build(side_sdp(c, side), side_sdp_size(c, side), cf->media.ip,
-			  side_port(c, side), pts, (size_t)npts, te_pt, mode,
-			  c->sess_id, ++c->side[side].ver) < 0 ? -1 : 0;
+	o.npts = (size_t)npts;
+	o.version = ++sd->ver;
+	sd->sent_mode = mode;
+	return msdp_write(side_sdp(c, side), side_sdp_size(c, side), &o) < 0 ? -1 : 0;
+}
+
+/*
+ * Our answer to side's offer: its first a=crypto line is answered with a
+ * key of ours (the same key again when the line is the one we answered
+ * before, so a re-INVITE keeps the SRTP session), in its profile.
+ */
+int b2b_build_answer(struct call *c, int side, const struct msdp_info *offer,
+		     enum msdp_mode mode)
+{
+	struct side *sd = &c->side[side];
+
+	if (offer->ncrypto) {
+		const struct msdp_crypto *theirs = &offer->crypto[0];
+		const struct msdp_crypto *mine = msdp_crypto_find(sd->sdes, sd->nsdes,
+								  theirs->tag);
+		struct msdp_crypto ans;
+
+		if (mine && mine->suite == theirs->suite)
+			ans = *mine;
+		else if (msdp_crypto_answer(theirs, &ans))
+			return -1;
+		OPENSSL_cleanse(sd->sdes, sizeof(sd->sdes));
+		sd->sdes[0] = ans;
+		sd->nsdes = 1;
+		OPENSSL_cleanse(&ans, sizeof(ans));
+	}
+	else {
+		OPENSSL_cleanse(sd->sdes, sizeof(sd->sdes));
+		sd->nsdes = 0;
+	}
+	sd->savp = offer->savp;
+	return b2b_build_sdp(c, side, offer->pt, offer->te_pt, mode);
 }
 
 static bool has_sdp(const sip_t *sip)
@@ -376,10 +499,10 @@ static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	}
 	if (relay) {
 		if (status < 300) {
-			b2b_apply_peer(c, from->idx, &from->offer);
-			if (b2b_build_sdp(c, from->idx, from->offer.pt, from->offer.te_pt,
-				      ans.mode))
+			if (b2b_build_answer(c, from->idx, &from->offer, ans.mode))
 				status = 500;
+			else
+				b2b_apply_peer(c, from->idx, &from->offer);
 		}
 		if (from->irq_method == sip_method_invite && status < 300)
 			from->ack_sdp = false;
@@ -437,6 +560,11 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 			    e == ENOTSUP ? "Not Acceptable Here" : "Bad SDP", false);
 		return e == ENOTSUP ? 488 : 400;
 	}
+	if (b2b_srtp_check(c, sd->srtp_required, &info)) {
+		b2b_log_sdp(c, "an offer without the SRTP this side needs", sip);
+		reply_offer(c, side, irq, 488, "Not Acceptable Here", false);
+		return 488;
+	}
 	if (sd->have_cur && info.sess_id == sd->cur.sess_id &&
 	    info.version == sd->cur.version) {
 		/* RFC 3264 §8: the same version changes nothing */
@@ -466,9 +594,10 @@ static int early_offer(struct call *c, struct leg *l, nta_incoming_t *irq,
 
 	if (side == SIDE_IN && has_sdp(sip) &&
 	    !msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
-			c->conf->media.codecs, &info)) {
+			c->conf->media.codecs, &info) &&
+	    !b2b_srtp_check(c, c->side[SIDE_IN].srtp_required, &info) &&
+	    !b2b_build_answer(c, SIDE_IN, &info, msdp_answer_mode(info.mode))) {
 		b2b_apply_peer(c, SIDE_IN, &info);
-		b2b_build_sdp(c, SIDE_IN, info.pt, info.te_pt, msdp_answer_mode(info.mode));
 	}
 	sipd_reply(c->b2b->sipd, irq, SIP_200_OK,
 		   SIPTAG_CONTENT_TYPE_STR("application/sdp"),
@@ -575,6 +704,10 @@ void b2b_side_reset(struct call *c, int side)
 	sd->timer_feature = false;
 	sd->allow_update = false;
 	sd->sent_mode = MSDP_SENDRECV;
+	sd->savp = false;
+	sd->srtp_required = false;
+	sd->nsdes = 0;
+	OPENSSL_cleanse(sd->sdes, sizeof(sd->sdes));
 }
 
 /* Offers our SDP to side again with mode (e.g. off hold after a transfer). */

@@ -387,9 +387,19 @@ static int late_offer(struct call *c)
 	if (media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in) ||
 	    media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))
 		return 503;
+	struct side *sd = &c->side[SIDE_IN];
+
 	c->in_sdp.te_pt = 101;
 	c->late_offer = true;
-	c->side[SIDE_IN].ack_sdp = true;
+	sd->ack_sdp = true;
+	/* an agent's phone: our offer in the 200 is SDES-SRTP too */
+	if (c->dir != ROUTE_INBOUND && c->conf->media.srtp != CONF_SRTP_OFF) {
+		int k = msdp_crypto_offer(sd->sdes, 2);
+
+		sd->nsdes = k > 0 ? (size_t)k : 0;
+		sd->savp = k > 0;
+		sd->srtp_required = c->conf->media.srtp == CONF_SRTP_REQUIRE;
+	}
 	return b2b_build_sdp(c, SIDE_IN, -1, 101, MSDP_SENDRECV) ? 500 : 0;
 }
 
@@ -401,15 +411,28 @@ static int setup_media(struct call *c, const sip_t *sip)
 	switch (msdp_parse(sip->sip_payload->pl_data, sip->sip_payload->pl_len,
 			   c->conf->media.codecs, &c->in_sdp)) {
 	case 0: break;
-	case ENOTSUP: return 488;
-	default: return 400;
+	case ENOTSUP:
+		b2b_log_sdp(c, "no codec or profile in common", sip);
+		return 488;
+	default:
+		b2b_log_sdp(c, "an SDP that cannot be used", sip);
+		return 400;
+	}
+	/* an agent's own call: [media] srtp = require refuses plain RTP; the
+	   trunk's side is whatever the trunk offers */
+	c->side[SIDE_IN].srtp_required = c->dir != ROUTE_INBOUND &&
+					 c->conf->media.srtp == CONF_SRTP_REQUIRE;
+	if (b2b_srtp_check(c, c->side[SIDE_IN].srtp_required, &c->in_sdp)) {
+		b2b_log_sdp(c, "an offer without the SRTP it needs", sip);
+		return 488;
 	}
 	if (media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in) ||
 	    media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))
 		return 503;
+	if (b2b_build_answer(c, SIDE_IN, &c->in_sdp, msdp_answer_mode(c->in_sdp.mode)))
+		return 500;
 	b2b_apply_peer(c, SIDE_IN, &c->in_sdp);
-	return b2b_build_sdp(c, SIDE_IN, c->in_sdp.pt, c->in_sdp.te_pt,
-			     msdp_answer_mode(c->in_sdp.mode)) ? 500 : 0;
+	return 0;
 }
 
 static void start_early(struct call *c)

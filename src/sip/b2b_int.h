@@ -78,6 +78,13 @@ struct side {
 	bool timer_feature;             /* it said Supported: timer */
 	bool allow_update;              /* it allows UPDATE (cheaper refresh) */
 	su_timer_t *tmr_se;
+	/* SDES-SRTP towards it: our a=crypto lines in the last SDP we sent it
+	   (two in an offer, one in an answer), kept across re-INVITEs so that
+	   its SRTP sessions survive them */
+	bool savp;                      /* our SDP to it is RTP/SAVP */
+	bool srtp_required;             /* [media] srtp = require: it must use SRTP */
+	struct msdp_crypto sdes[2];
+	size_t nsdes;
 };
 
 /* What a branch is for. */
@@ -108,6 +115,10 @@ struct leg {
 	bool early_media;               /* its 183 SDP feeds the caller */
 	bool act_ringing;               /* counted as ringing its agent */
 	unsigned auth_tries;            /* digest answers sent to the trunk */
+	bool savp;                      /* an agent's phone offered SRTP */
+	bool srtp_fellback;             /* it refused SRTP: offered plain again */
+	struct msdp_crypto sdes[2];     /* our offer's a=crypto lines to it */
+	size_t nsdes;
 	const struct conf_trunk *trunk; /* a trunk leg: credentials */
 	int64_t started_ms, answered_ms, ended_ms;
 };
@@ -208,9 +219,15 @@ void b2b_se_start(struct call *c, int side);
 int b2b_se_header(const struct call *c, int side, char *buf, size_t sz);
 void b2b_side_cleanup(struct call *c);
 nta_leg_t *b2b_side_dlg(const struct call *c, int side);
-void b2b_apply_peer(struct call *c, int side, const struct msdp_info *info);
+int b2b_apply_peer(struct call *c, int side, const struct msdp_info *info);
 int b2b_build_sdp(struct call *c, int side, int answer_pt, int te_pt,
 		  enum msdp_mode mode);
+int b2b_build_answer(struct call *c, int side, const struct msdp_info *offer,
+		     enum msdp_mode mode);
+int b2b_srtp_check(const struct call *c, bool required, const struct msdp_info *info);
+void b2b_side_take_leg(struct call *c, int side, const struct leg *l);
+void b2b_side_secure(struct call *c, int side);
+void b2b_log_sdp(const struct call *c, const char *what, const sip_t *sip);
 void b2b_leg_ack(nta_leg_t *dlg, const sip_t *sip);
 void b2b_side_reset(struct call *c, int side);
 int b2b_side_reoffer(struct call *c, int side, enum msdp_mode mode);

@@ -418,6 +418,34 @@ int msdp_build(char *buf, size_t size, const char *ip, uint16_t port,
 	return msdp_write(buf, size, &o);
 }
 
+/*
+ * Our own plain SDP (from msdp_write) as RTP/SAVP with crypto lines: the
+ * same session, version and formats, so that one offer can go out plain
+ * to some branches and secure to others.
+ */
+int msdp_secure(char *dst, size_t size, const char *plain,
+		const struct msdp_crypto *c, size_t n)
+{
+	struct msdp_out o = { .crypto = c, .ncrypto = n };
+	char cry[MSDP_MAX_CRYPTO * 96];
+	const char *m = strstr(plain, "\r\nm=audio "), *avp, *ptime;
+	int len;
+
+	if (!m || n > MSDP_MAX_CRYPTO || !crypto_text(cry, sizeof(cry), &o))
+		return -1;
+	avp = strstr(m, " RTP/AVP ");
+	ptime = strstr(m, "\r\na=ptime:");
+	if (!avp || !ptime || avp > ptime) {
+		OPENSSL_cleanse(cry, sizeof(cry));
+		return -1;
+	}
+	len = snprintf(dst, size, "%.*s RTP/SAVP %.*s\r\n%s%s",
+		       (int)(avp - plain), plain,
+		       (int)(ptime - (avp + 9)), avp + 9, cry, ptime + 2);
+	OPENSSL_cleanse(cry, sizeof(cry));
+	return len < 0 || (size_t)len >= size ? -1 : len;
+}
+
 /* ---- keys ---------------------------------------------------------------------- */
 
 int msdp_crypto_offer(struct msdp_crypto *c, size_t max)

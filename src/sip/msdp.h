@@ -77,6 +77,13 @@ struct msdp_out {
 /* msdp_build() with SRTP: returns the length or -1 if it does not fit. */
 int msdp_write(char *buf, size_t size, const struct msdp_out *o);
 
+/*
+ * plain, an SDP of ours (msdp_write, RTP/AVP), as RTP/SAVP with the a=crypto
+ * lines c: returns the length or -1.
+ */
+int msdp_secure(char *dst, size_t size, const char *plain,
+		const struct msdp_crypto *c, size_t n);
+
 /* The mode to answer an offer with (sendonly -> recvonly, ...). */
 enum msdp_mode msdp_answer_mode(enum msdp_mode offered);
 
