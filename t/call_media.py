@@ -22,7 +22,7 @@ import wave
 import io
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from sipcrm_test import Tap, Daemon, free_port
+from sipcrm_test import Tap, Daemon, free_port, spawn, SCENARIOS
 from sipua import UA, parse_sdp
 from crm_emulator import CrmEmulator
 
@@ -301,6 +301,49 @@ t.ok(m and int(m.group(1)) >= 1, "counted in sipcrm_recording_errors_total",
      m.group(0) if m else None)
 t.ok(d.proc.poll() is None, "sipcrmd is still running")
 cust.close()
+
+# --- 7. RFC 4733 from SIPp, between the payload types each side chose --------------------------
+def agent_sdp(ua, te):
+    te_lines = "a=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-16\r\n" % (te, te) if te else ""
+    return ("v=0\r\no=ag 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+            "m=audio %d RTP/AVP 8%s\r\na=rtpmap:8 PCMA/8000\r\n%sa=sendrecv\r\n"
+            % (ua.ip, ua.ip, ua.rtp_port, " %d" % te if te else "", te_lines))
+
+
+def sipp_dtmf_call(te):
+    """SIPp as the trunk presses 1 (PT 101); 101 answers with telephone-event
+    te (None: without). Returns what 101 received: {pt: count}, raw packets."""
+    a101.rtp["pts"], a101.rtp["raw"] = {}, []
+    wd = os.path.join(d.dir, "sipp-dtmf-%s" % te)
+    os.makedirs(wd, exist_ok=True)
+    p = spawn(["sipp", "-sf", os.path.join(SCENARIOS, "trunk_uac_dtmf.xml"), "-s", "74951234567",
+               "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+               "-nostdin", "-d", "1500", "-key", "caller", CUSTOMER[1:], "-timeout", "20s",
+               "-timeout_error", "-trace_err", "127.0.0.1:%d" % d.sip_port],
+              cwd=wd, stdout=open(os.path.join(wd, "out"), "w"), stderr=open(os.devnull, "w"))
+    leg = a101.wait_invite(timeout=5)
+    if leg:
+        leg.auto_answer = set(IN_DLG)
+        leg.reply(leg.invite, 200, body=agent_sdp(a101, te))
+        leg.wait_ack(3)
+    try:
+        rc = p.wait(25)
+    except Exception:
+        p.kill()
+        rc = -1
+    return rc, dict(a101.rtp["pts"]), list(a101.rtp["raw"])
+
+
+rc, pts, raw = sipp_dtmf_call(96)
+t.eq(rc, 0, "SIPp places a call and sends digit 1 as RFC 2833 (PT 101)")
+t.ok(pts.get(96, 0) >= 5 and not pts.get(101), "the agent gets it as PT 96, the type it chose",
+     pts)
+ev = [x for x in raw if (x[1] & 0x7f) == 96]
+t.ok(ev and all(x[12] == 1 for x in ev), "digit 1, intact", [x[12:16].hex() for x in ev[:3]])
+rc, pts, raw = sipp_dtmf_call(None)
+t.eq(rc, 0, "again, to an agent that negotiated no telephone-event")
+t.ok(not pts.get(101) and not pts.get(96) and all((x[1] & 0x7f) == 8 for x in raw),
+     "it gets no event packets at all (no garbage audio)", pts)
 
 a101.close()
 a102.close()
