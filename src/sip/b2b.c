@@ -66,7 +66,12 @@ void b2b_new_id(char id[40])
 /* Our Contact, in <> so that URI parameters (;transport=) stay in the URI. */
 const char *b2b_contact(const struct call *c, char *buf, size_t sz)
 {
-	const sip_contact_t *m = nta_agent_contact(sipd_agent(c->b2b->sipd));
+	return b2b_contact_of(c->b2b, buf, sz);
+}
+
+const char *b2b_contact_of(const struct b2b *b, char *buf, size_t sz)
+{
+	const sip_contact_t *m = nta_agent_contact(sipd_agent(b->sipd));
 	issize_t n = m && sz > 3 ? url_e(buf + 1, sz - 2, m->m_url) : -1;
 
 	if (n <= 0 || (size_t)n + 3 > sz)

@@ -207,6 +207,11 @@ static const char *status_of(const struct b2b *b, const struct agent_act *a,
 	return reg_contacts(b->reg, ext) ? "idle" : "offline";
 }
 
+const char *b2b_agent_status(struct b2b *b, const char *ext)
+{
+	return status_of(b, hmap_get(b->acts, ext), ext);
+}
+
 static struct agent_act *act_get(struct b2b *b, const char *ext)
 {
 	struct agent_act *a = hmap_get(b->acts, ext);
@@ -235,6 +240,7 @@ static void act_check(struct b2b *b, struct agent_act *a, const char *ext)
 	if (!strcmp(now, a->sent))
 		return;
 	snprintf(a->sent, sizeof(a->sent), "%s", now);
+	b2b_blf_status(b, ext, now);
 	ev = crm_event_new("agent.status");
 	if (!ev)
 		return;

@@ -667,6 +667,7 @@ int b2b_alloc(struct b2b **bp, const struct b2b_deps *deps, const struct conf *c
 		return ENOMEM;
 	}
 	sipd_handle(b->sipd, sip_method_invite, on_invite, b);
+	b2b_blf_init(b);
 	reg_on_activity(b->reg, agent_activity, b);
 	*bp = b;
 	return 0;
@@ -705,6 +706,7 @@ struct b2b *b2b_free(struct b2b *b)
 		hmap_apply(b->calls, end_cb, NULL);
 		hmap_free(b->calls);
 	}
+	b2b_blf_fini(b);
 	b2b_act_fini(b);
 	b2b_media_fini(b);
 	media_prompt_deref(b->greeting);

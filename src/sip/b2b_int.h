@@ -40,6 +40,7 @@ struct b2b {
 	struct metric *m_calls[6];      /* by disposition */
 	struct hmap *recs;              /* recording tag -> struct rec_job */
 	uint64_t rec_tag;               /* the last tag given out */
+	struct blf_sub *blf;            /* dialog-event subscriptions (b2b_blf.c) */
 	su_wait_t media_wait;           /* the engine's event fd */
 	int media_widx;
 };
@@ -199,6 +200,7 @@ size_t b2b_ring_agent(struct call *c, const char *ext, enum leg_role role,
 		      const char *offer, const char *from_user);
 struct call *b2b_call_find(struct b2b *b, const char *in_callid);
 const char *b2b_contact(const struct call *c, char *buf, size_t sz);
+const char *b2b_contact_of(const struct b2b *b, char *buf, size_t sz);
 void b2b_timer_arm(su_timer_t **t, struct b2b *b, int64_t ms, su_timer_f f,
 		   void *arg);
 void b2b_timer_disarm(su_timer_t **t);
@@ -269,6 +271,11 @@ bool b2b_rec_first_url(const struct call *c, char *buf, size_t size);
 json_t *b2b_recs_json(const struct conf *cf, const char *recs);
 int b2b_info(struct call *c, int side, nta_incoming_t *irq, const sip_t *sip);
 
+/* b2b_blf.c: the dialog event package (RFC 4235) */
+void b2b_blf_init(struct b2b *b);
+void b2b_blf_fini(struct b2b *b);
+void b2b_blf_status(struct b2b *b, const char *ext, const char *status);
+
 /* b2b_cdr.c */
 void b2b_cdr_write(struct call *c);
 
@@ -284,6 +291,8 @@ void b2b_act_call_end(struct call *c);
 const char *b2b_agent_activity(struct b2b *b, const char *ext,
 			       const struct call *self);
 int b2b_act_init(struct b2b *b);
+/* "offline", "idle", "ringing" or "busy" */
+const char *b2b_agent_status(struct b2b *b, const char *ext);
 void b2b_act_fini(struct b2b *b);
 
 #endif

@@ -1033,6 +1033,11 @@ class UA:
             if txn.final is None:
                 txn.final = m
                 self._maybe_retry(txn, m)
+                if method == "SUBSCRIBE" and initial and txn.retry is None:
+                    d.final = m
+                    if m.status < 300:
+                        d._learn_remote(m)
+                        d.local_cseq = max(d.local_cseq, txn.cseq)
 
     def _maybe_retry(self, txn, m):
         if m.status not in (401, 407) or not txn.auth or txn.builder is None:
@@ -1246,8 +1251,19 @@ class UA:
         return d
 
     # ---- client side ------------------------------------------------------------------------
+    def subscribe_start(self, uri, event="dialog", expires=600, headers=(), auth=None):
+        """Sends an initial SUBSCRIBE and returns its Dialog at once (finish
+        with dialog.wait_final); NOTIFYs in it are answered 200 and kept
+        in dialog.auto_answered."""
+        d = self.invite_start(uri, body="", auth=auth, ack=False, method="SUBSCRIBE",
+                              headers=[("Event", event), ("Expires", str(expires)),
+                                       ("Accept", "application/dialog-info+xml")] +
+                              list(headers))
+        d.auto_answer = {"NOTIFY"}
+        return d
+
     def invite_start(self, uri, body=None, headers=(), to=None, from_user=None, auth=None,
-                     expect=(200,), dialog=None, ack=True, prack=False):
+                     expect=(200,), dialog=None, ack=True, prack=False, method="INVITE"):
         """Sends an initial INVITE and returns its Dialog at once (finish
         with dialog.wait_final). body None offers dialog.sdp(); "" sends no
         body. dialog: reuse that dialog's Call-ID and From tag with the next
@@ -1277,19 +1293,21 @@ class UA:
             if body is None:
                 body = d.sdp()
             d.local_cseq += 1
-            txn = self._invite_txn(d, uri, headers, body, auth, ack, d.local_cseq, ())
+            txn = self._invite_txn(d, uri, headers, body, auth, ack, d.local_cseq, (),
+                                   method=method)
             txn.auto_prack = prack
             d.invite_txn = txn
             return d
 
-    def _invite_txn(self, d, uri, headers, body, auth, ack, cseq, extra_auth, start=True):
+    def _invite_txn(self, d, uri, headers, body, auth, ack, cseq, extra_auth, start=True,
+                    method="INVITE"):
         branch = "z9hG4bK-" + _rand()
         hs = [("Via", "SIP/2.0/UDP %s:%d;branch=%s;rport" % (self.ip, self.port, branch)),
               ("Max-Forwards", "70"),
               ("From", "%s;tag=%s" % (d.local_uri, d.local_tag)),
               ("To", d.remote_uri),
               ("Call-ID", d.call_id),
-              ("CSeq", "%d INVITE" % cseq),
+              ("CSeq", "%d %s" % (cseq, method)),
               ("Contact", "<%s>" % self.uri),
               ("Allow", ALLOW)]
         if self.supported:
@@ -1297,10 +1315,10 @@ class UA:
         if self.user_agent:
             hs.append(("User-Agent", self.user_agent))
         hs = _merge(hs, list(headers) + list(extra_auth))
-        txn = ClientTxn(self, d, "INVITE", uri, branch, cseq, d.dest or self.server)
+        txn = ClientTxn(self, d, method, uri, branch, cseq, d.dest or self.server)
         d._note_body(body)
         txn.headers = hs
-        txn.raw = _build("INVITE %s SIP/2.0" % uri, hs, body)
+        txn.raw = _build("%s %s SIP/2.0" % (method, uri), hs, body)
         txn.auth = auth
         txn.auto_ack = ack
 
@@ -1308,7 +1326,7 @@ class UA:
             with self._cond:
                 d.local_cseq += 1
                 t = self._invite_txn(d, uri, headers, body, None, ack, d.local_cseq, [auth_hdr],
-                                     start=False)
+                                     start=False, method=method)
                 t.auto_prack = txn.auto_prack
                 return t
         txn.builder = retry
