@@ -445,7 +445,7 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 	sd->offer = info;
 	sd->irq = irq;
 	sd->irq_method = m;
-	if (b2b_build_sdp(c, !side, -1, !side == SIDE_IN ? c->in_sdp.te_pt : 101, info.mode) ||
+	if (b2b_build_sdp(c, !side, -1, side == SIDE_OUT ? c->in_sdp.te_pt : 101, info.mode) ||
 	    send_offer(c, !side, sip_method_invite, true)) {
 		sd->irq = NULL;
 		reply_offer(c, side, irq, SIP_500_INTERNAL_SERVER_ERROR, false);
