@@ -6,7 +6,10 @@ set -euo pipefail
 build_pkgs=(build-essential autoconf automake libtool pkg-config
 	libsofia-sip-ua-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev
 	libsrtp2-dev libmicrohttpd-dev libssl-dev)
-test_pkgs=(sip-tester python3 sqlite3 curl baresip-core)
+# clang and its runtimes: the libFuzzer build that .ci/run smoke-tests;
+# sipvicious: t/scanners.py
+test_pkgs=(sip-tester python3 sqlite3 curl baresip-core sipvicious
+	clang libclang-rt-dev)
 
 pkgs=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then

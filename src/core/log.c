@@ -166,6 +166,8 @@ bool log_enabled(enum log_level lvl, const char *module)
 	return lvl <= lg.deflt;
 }
 
+/* fmt comes from log_msg's (printf-checked) callers or from sofia-sip */
+__attribute__((format(printf, 3, 0)))
 static void vlog(enum log_level lvl, const char *module, const char *fmt,
 		 va_list ap)
 {
@@ -206,6 +208,7 @@ void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
 	va_end(ap);
 }
 
+__attribute__((format(printf, 2, 0)))
 static void sofia_logger(void *stream, char const *fmt, va_list ap)
 {
 	(void)stream;

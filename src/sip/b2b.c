@@ -18,6 +18,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <sofia-sip/msg_addr.h>
 #include <sofia-sip/sip_header.h>
 #include <sofia-sip/sip_status.h>
 #include <sofia-sip/sip_tag.h>
@@ -236,6 +237,43 @@ static void leg_answered(struct leg *l, const sip_t *sip)
 	b2b_call_answered(c, l);
 }
 
+/* Remembers where a branch's 2xx came from (see b2b_leg_from_peer). */
+static void leg_note_peer(struct leg *l, nta_outgoing_t *orq)
+{
+	msg_t *msg = nta_outgoing_getresponse(orq);
+	su_addrinfo_t *ai = msg ? msg_addrinfo(msg) : NULL;
+
+	if (ai && ai->ai_addr && ai->ai_addrlen <= sizeof(l->peer)) {
+		memset(&l->peer, 0, sizeof(l->peer));
+		memcpy(&l->peer, ai->ai_addr, ai->ai_addrlen);
+		l->have_peer = true;
+	}
+	msg_destroy(msg);
+}
+
+/*
+ * Anyone who learns a dialog's Call-ID and tags could otherwise send a
+ * REFER in it, as the agent, and have the trunk dial anywhere (toll
+ * fraud), or a re-INVITE that takes the media. The address is compared
+ * without the port: TCP connections come from any port.
+ */
+bool b2b_leg_from_peer(const struct leg *l, nta_incoming_t *irq)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const struct sockaddr_in *a4 = (const void *)&ss, *p4 = (const void *)&l->peer;
+	const struct sockaddr_in6 *a6 = (const void *)&ss, *p6 = (const void *)&l->peer;
+
+	if (!l->have_peer)
+		return true;
+	if (sipd_source(irq, &ss, &len) || ss.ss_family != l->peer.ss_family)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return a4->sin_addr.s_addr == p4->sin_addr.s_addr;
+	return ss.ss_family == AF_INET6 &&
+	       !memcmp(&a6->sin6_addr, &p6->sin6_addr, sizeof(a6->sin6_addr));
+}
+
 static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 			const sip_t *sip)
 {
@@ -269,6 +307,8 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 		}
 	}
 	l->status = status;
+	if (status < 300)
+		leg_note_peer(l, orq);
 	nta_outgoing_destroy(orq);
 	l->orq = NULL;
 	c->in_callback = true;

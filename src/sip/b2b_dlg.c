@@ -574,7 +574,7 @@ static int on_offer(struct call *c, int side, nta_incoming_t *irq, const sip_t *
 	sd->offer = info;
 	sd->irq = irq;
 	sd->irq_method = m;
-	if (b2b_build_sdp(c, !side, -1, !side == SIDE_IN ? c->in_sdp.te_pt : 101, info.mode) ||
+	if (b2b_build_sdp(c, !side, -1, side == SIDE_OUT ? c->in_sdp.te_pt : 101, info.mode) ||
 	    send_offer(c, !side, sip_method_invite, true)) {
 		sd->irq = NULL;
 		reply_offer(c, side, irq, SIP_500_INTERNAL_SERVER_ERROR, false);
@@ -628,6 +628,16 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 	int side = b2b_side_of(c, l);
 
 	sipd_count_request(sip);
+	if (l && !b2b_leg_from_peer(l, irq)) {
+		log_debug("call %s: %s in the dialog of %s from another address "
+			  "refused", c->id, sip->sip_request->rq_method_name, l->uri);
+		if (m == sip_method_ack) {
+			nta_incoming_destroy(irq);
+			return 0;
+		}
+		sipd_reply(c->b2b->sipd, irq, SIP_403_FORBIDDEN, TAG_END());
+		return 403;
+	}
 	switch (m) {
 	case sip_method_ack:
 		/* nothing answers an ACK, so nothing else frees its

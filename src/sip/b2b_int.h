@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <sofia-sip/nta.h>
 #include <sofia-sip/sip.h>
@@ -122,6 +123,8 @@ struct leg {
 	size_t nsdes;
 	const struct conf_trunk *trunk; /* a trunk leg: credentials */
 	int64_t started_ms, answered_ms, ended_ms;
+	struct sockaddr_storage peer;   /* where its 2xx came from */
+	bool have_peer;
 };
 
 struct call {
@@ -194,6 +197,9 @@ struct call {
 struct leg *b2b_leg_new(struct call *c, const char *uri, const char *agent,
 			const char *route);
 int b2b_leg_invite(struct call *c, struct leg *l);
+/* Whether irq comes from the address that answered l (any port): the
+   only source trusted for requests in l's dialog. True before an answer. */
+bool b2b_leg_from_peer(const struct leg *l, nta_incoming_t *irq);
 void b2b_leg_answer_ack(struct leg *l, const sip_t *sip);
 void b2b_cancel_role(struct call *c, enum leg_role role, const struct leg *keep);
 size_t b2b_ring_agent(struct call *c, const char *ext, enum leg_role role,

@@ -539,6 +539,26 @@ static int validate(struct reg_req *q)
 	return 0;
 }
 
+unsigned reg_q1000(const char *q)
+{
+	char *end;
+	double v;
+
+	if (!q)
+		return 1000;
+	v = strtod(q, &end);
+	while (end != q && (*end == ' ' || *end == '\t'))
+		end++;
+	/* converting an out-of-range double to unsigned is undefined */
+	if (end == q || *end || v != v)
+		return 1000;
+	if (v <= 0)
+		return 0;
+	if (v >= 1)
+		return 1000;
+	return (unsigned)(v * 1000 + 0.5);
+}
+
 static int apply_one(struct reg_req *q, const sip_contact_t *mc)
 {
 	const struct conf *c = q->r->conf;
@@ -591,7 +611,7 @@ static int apply_one(struct reg_req *q, const sip_contact_t *mc)
 	free(b->call_id);
 	b->call_id = strdup(q->sip->sip_call_id->i_id);
 	b->cseq = q->sip->sip_cseq->cs_seq;
-	b->q1000 = mc->m_q ? (unsigned)(strtod(mc->m_q, NULL) * 1000) : 1000;
+	b->q1000 = reg_q1000(mc->m_q);
 	b->expires = q->now + exp;
 	if (!b->uri || !b->call_id)
 		return 500;

@@ -68,6 +68,12 @@ void reg_on_activity(struct reg *r, reg_activity_h *h, void *arg);
 /* offline | idle | ringing | busy */
 const char *reg_agent_status(const struct reg *r, const char *ext);
 
+/*
+ * A Contact's q parameter (RFC 3261 qvalue, "0" to "1") times 1000: 1000
+ * when absent, unparsable or NaN; clamped to 0..1000 otherwise.
+ */
+unsigned reg_q1000(const char *q);
+
 /* Drops expired contacts now (the periodic timer does this every second). */
 void reg_expire(struct reg *r);
 
