@@ -19,76 +19,27 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "media_test.h"
 #include "clk.h"
 #include "media/g711.h"
 #include "media/media.h"
 #include "media/media_int.h"
 
-#define WAIT_MS 1000            /* longest wait for any one packet */
-
-/* One SIP leg: its two sockets (the phone) and its ep on the engine. */
-struct side {
-	int rtp, rtcp;
-	struct sockaddr_storage a_rtp, a_rtcp;  /* the sockets' addresses */
-	media_ep_t ep;
-	uint16_t port;
-	struct sockaddr_storage ep_rtp, ep_rtcp;        /* the ep's ports */
-};
-
-struct pkt {
-	int len;
-	uint8_t b[2048];
-	int pt, marker;
-	uint16_t seq;
-	uint32_t ts, ssrc;
-	int64_t at;
-};
-
 static struct media *m;
 static struct media_prompt *tone;
 
-static struct sockaddr_storage lo_addr(uint16_t port)
+static void side_open(struct mt_side *s)
 {
-	struct sockaddr_storage ss = { 0 };
-	struct sockaddr_in *s = (struct sockaddr_in *)&ss;
-
-	s->sin_family = AF_INET;
-	s->sin_port = htons(port);
-	s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	return ss;
-}
-
-static int udp_open(struct sockaddr_storage *a)
-{
-	socklen_t len = sizeof(*a);
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-
-	*a = lo_addr(0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)a, sizeof(struct sockaddr_in)) ||
-	    getsockname(fd, (struct sockaddr *)a, &len)) {
-		perror("udp socket");
-		exit(1);
-	}
-	return fd;
-}
-
-static void side_open(struct side *s)
-{
-	s->rtp = udp_open(&s->a_rtp);
-	s->rtcp = udp_open(&s->a_rtcp);
+	s->rtp = mt_udp(&s->a_rtp);
+	s->rtcp = mt_udp(&s->a_rtcp);
 	is_int(media_ep_alloc(m, &s->ep, &s->port), 0, "ep allocated");
 	ok(s->port % 2 == 0, "RTP port %u is even", s->port);
-	s->ep_rtp = lo_addr(s->port);
-	s->ep_rtcp = lo_addr((uint16_t)(s->port + 1));
+	s->ep_rtp = mt_lo(s->port);
+	s->ep_rtcp = mt_lo((uint16_t)(s->port + 1));
 }
 
-static void side_close(struct side *s)
-{
-	close(s->rtp);
-	close(s->rtcp);
-}
-
-static int set_peer(const struct side *s, const struct sockaddr_storage *rtp,
+/* The peer at s, but its RTP at rtp (a stranger's, to test latching). */
+static int set_peer(const struct mt_side *s, const struct sockaddr_storage *rtp,
 		    enum media_codec codec, int te_pt)
 {
 	struct media_peer p = { .codec = codec, .pt = codec, .te_pt = te_pt,
@@ -99,55 +50,13 @@ static int set_peer(const struct side *s, const struct sockaddr_storage *rtp,
 	return media_ep_set_peer(m, s->ep, &p);
 }
 
-static void rtp_send(int fd, const struct sockaddr_storage *to, int pt,
-		     uint16_t seq, uint32_t ts, uint32_t ssrc, const uint8_t *pl,
-		     size_t n)
-{
-	uint8_t b[12 + 200];
-
-	b[0] = 0x80;
-	b[1] = (uint8_t)pt;
-	b[2] = (uint8_t)(seq >> 8);
-	b[3] = (uint8_t)seq;
-	for (int i = 0; i < 4; i++) {
-		b[4 + i] = (uint8_t)(ts >> (24 - 8 * i));
-		b[8 + i] = (uint8_t)(ssrc >> (24 - 8 * i));
-	}
-	memcpy(b + 12, pl, n);
-	if (sendto(fd, b, 12 + n, 0, (const struct sockaddr *)to,
-		   sizeof(struct sockaddr_in)) < 0)
-		perror("sendto");
-}
-
-/* Waits up to ms for one datagram and parses its RTP header. */
-static int pkt_recv(int fd, struct pkt *p, int ms)
-{
-	struct pollfd pf = { .fd = fd, .events = POLLIN };
-	const uint8_t *b = p->b;
-
-	memset(p, 0, sizeof(*p));
-	p->len = -1;
-	if (poll(&pf, 1, ms) <= 0)
-		return -1;
-	p->len = (int)recv(fd, p->b, sizeof(p->b), 0);
-	p->at = clk_mono_ms();
-	if (p->len >= 12) {
-		p->pt = b[1] & 0x7F;
-		p->marker = b[1] >> 7;
-		p->seq = (uint16_t)(b[2] << 8 | b[3]);
-		p->ts = (uint32_t)b[4] << 24 | (uint32_t)b[5] << 16 | (uint32_t)b[6] << 8 | b[7];
-		p->ssrc = (uint32_t)b[8] << 24 | (uint32_t)b[9] << 16 | (uint32_t)b[10] << 8 | b[11];
-	}
-	return p->len;
-}
-
 /* Reads what is queued; returns the count and keeps the last packet. */
-static int drain(int fd, struct pkt *last, int quiet_ms)
+static int drain(int fd, struct mt_pkt *last, int quiet_ms)
 {
-	struct pkt p;
+	struct mt_pkt p;
 	int n = 0;
 
-	while (n < 500 && pkt_recv(fd, &p, quiet_ms) >= 0) {
+	while (n < 500 && mt_recv(fd, &p, quiet_ms) >= 0) {
 		n++;
 		if (last)
 			*last = p;
@@ -155,31 +64,7 @@ static int drain(int fd, struct pkt *last, int quiet_ms)
 	return n;
 }
 
-static void msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-/* Stats are published after each batch; give the engine a moment. */
-static uint64_t stat_wait(media_ep_t ep, size_t off, uint64_t want)
-{
-	struct media_stats st;
-	uint64_t v = 0;
-
-	for (int i = 0; i < 200; i++) {
-		media_ep_stats(m, ep, &st);
-		memcpy(&v, (const char *)&st + off, sizeof(v));
-		if (v == want)
-			break;
-		msleep(5);
-	}
-	return v;
-}
-
-#define STAT(ep, field, want) \
-	stat_wait((ep), offsetof(struct media_stats, field), (want))
+#define STAT(ep, field, want) MT_STAT(m, (ep), field, (want))
 
 static uint8_t payload[160];
 
@@ -187,13 +72,13 @@ static uint8_t payload[160];
 
 static int prompt_packets;      /* all prompt packets the caller received */
 
-static void test_prompt(struct side *c, struct pkt *last)
+static void test_prompt(struct mt_side *c, struct mt_pkt *last)
 {
-	struct pkt p, first;
+	struct mt_pkt p, first;
 	int n = 0, seq_ok = 1, ts_ok = 1, ssrc_ok = 1, mark_ok = 1, pt_ok = 1;
 
 	is_int(media_ep_play(m, c->ep, tone, tone), 0, "play the tone to the caller");
-	if (pkt_recv(c->rtp, &first, WAIT_MS) < 0) {
+	if (mt_recv(c->rtp, &first, MT_WAIT_MS) < 0) {
 		ok(0, "a prompt packet arrives");
 		return;
 	}
@@ -203,7 +88,7 @@ static void test_prompt(struct side *c, struct pkt *last)
 	ok(!memcmp(first.b + 12, media_prompt_frame(tone, MEDIA_PCMA, 0), 160),
 	   "first payload is the tone's first A-law frame");
 	*last = first;
-	for (n = 1; n < 10 && pkt_recv(c->rtp, &p, WAIT_MS) >= 0; n++) {
+	for (n = 1; n < 10 && mt_recv(c->rtp, &p, MT_WAIT_MS) >= 0; n++) {
 		seq_ok &= p.seq == (uint16_t)(last->seq + 1);
 		ts_ok &= p.ts == last->ts + 160;
 		ssrc_ok &= p.ssrc == first.ssrc;
@@ -223,7 +108,7 @@ static void test_prompt(struct side *c, struct pkt *last)
 
 /* ---- (b) the bridge ------------------------------------------------------ */
 
-static void check_xlat(const struct pkt *p, const uint8_t *table, const char *what)
+static void check_xlat(const struct mt_pkt *p, const uint8_t *table, const char *what)
 {
 	int bad = 0;
 
@@ -232,19 +117,19 @@ static void check_xlat(const struct pkt *p, const uint8_t *table, const char *wh
 	is_int(bad, 0, "%s: every payload byte mapped through the table", what);
 }
 
-static void test_bridge(struct side *c, struct side *a, struct pkt *last)
+static void test_bridge(struct mt_side *c, struct mt_side *a, struct mt_pkt *last)
 {
-	struct pkt p, prev;
+	struct mt_pkt p, prev;
 	int n;
 
 	is_int(media_bridge(m, c->ep, a->ep), 0, "bridge caller and agent");
-	msleep(50);
+	mt_msleep(50);
 	n = drain(c->rtp, last, 60);
 	prompt_packets += n;
 	ok(n < 10, "the prompt stops (%d packets after the bridge)", n);
 
-	rtp_send(c->rtp, &c->ep_rtp, MEDIA_PCMA, 1000, 5000, 0xCA11E4, payload, 160);
-	if (pkt_recv(a->rtp, &p, WAIT_MS) < 0) {
+	mt_rtp_send(c->rtp, &c->ep_rtp, MEDIA_PCMA, 1000, 5000, 0xCA11E4, payload, 160);
+	if (mt_recv(a->rtp, &p, MT_WAIT_MS) < 0) {
 		ok(0, "caller's packet reaches the agent");
 		return;
 	}
@@ -254,9 +139,9 @@ static void test_bridge(struct side *c, struct side *a, struct pkt *last)
 	   "agent heard nothing before: seq/ts/SSRC pass through (%u %u %x)",
 	   p.seq, p.ts, (unsigned)p.ssrc);
 
-	rtp_send(a->rtp, &a->ep_rtp, MEDIA_PCMU, 7, 100, 0xA9E27, payload, 160);
-	rtp_send(a->rtp, &a->ep_rtp, MEDIA_PCMU, 8, 260, 0xA9E27, payload, 160);
-	if (pkt_recv(c->rtp, &p, WAIT_MS) < 0 || pkt_recv(c->rtp, &prev, WAIT_MS) < 0) {
+	mt_rtp_send(a->rtp, &a->ep_rtp, MEDIA_PCMU, 7, 100, 0xA9E27, payload, 160);
+	mt_rtp_send(a->rtp, &a->ep_rtp, MEDIA_PCMU, 8, 260, 0xA9E27, payload, 160);
+	if (mt_recv(c->rtp, &p, MT_WAIT_MS) < 0 || mt_recv(c->rtp, &prev, MT_WAIT_MS) < 0) {
 		ok(0, "agent's packets reach the caller");
 		return;
 	}
@@ -274,26 +159,26 @@ static void test_bridge(struct side *c, struct side *a, struct pkt *last)
 
 /* ---- (c) telephone-event --------------------------------------------------- */
 
-static void test_dtmf(struct side *c, struct side *a, struct pkt *last)
+static void test_dtmf(struct mt_side *c, struct mt_side *a, struct mt_pkt *last)
 {
 	uint8_t ev[4] = { 5, 0x0A, 0, 160 };
 	struct media_stats st0, st1;
-	struct pkt p;
+	struct mt_pkt p;
 
-	rtp_send(c->rtp, &c->ep_rtp, 101, 1001, 5160, 0xCA11E4, ev, 4);
-	is_int(pkt_recv(a->rtp, &p, WAIT_MS), 16, "DTMF reaches the agent");
+	mt_rtp_send(c->rtp, &c->ep_rtp, 101, 1001, 5160, 0xCA11E4, ev, 4);
+	is_int(mt_recv(a->rtp, &p, MT_WAIT_MS), 16, "DTMF reaches the agent");
 	is_int(p.pt, 96, "telephone-event 101 becomes the agent's 96");
 	ok(!memcmp(p.b + 12, ev, 4), "event payload untouched");
-	rtp_send(a->rtp, &a->ep_rtp, 96, 9, 420, 0xA9E27, ev, 4);
-	pkt_recv(c->rtp, &p, WAIT_MS);
+	mt_rtp_send(a->rtp, &a->ep_rtp, 96, 9, 420, 0xA9E27, ev, 4);
+	mt_recv(c->rtp, &p, MT_WAIT_MS);
 	is_int(p.pt, 101, "agent's 96 becomes the caller's 101");
 	*last = p;
 
 	is_int(set_peer(a, &a->a_rtp, MEDIA_PCMU, -1), 0, "agent without telephone-event");
-	msleep(20);
+	mt_msleep(20);
 	media_ep_stats(m, c->ep, &st0);
-	rtp_send(c->rtp, &c->ep_rtp, 101, 1002, 5160, 0xCA11E4, ev, 4);
-	ok(pkt_recv(a->rtp, &p, 200) < 0, "DTMF is dropped towards a peer without it");
+	mt_rtp_send(c->rtp, &c->ep_rtp, 101, 1002, 5160, 0xCA11E4, ev, 4);
+	ok(mt_recv(a->rtp, &p, 200) < 0, "DTMF is dropped towards a peer without it");
 	STAT(c->ep, rx_packets, st0.rx_packets + 1);
 	media_ep_stats(m, c->ep, &st1);
 	is_int(st1.dropped - st0.dropped, 1, "and counted as dropped");
@@ -302,7 +187,7 @@ static void test_dtmf(struct side *c, struct side *a, struct pkt *last)
 
 /* ---- (e) RTCP --------------------------------------------------------------- */
 
-static void test_rtcp(struct side *c, struct side *a)
+static void test_rtcp(struct mt_side *c, struct mt_side *a)
 {
 	uint8_t rr[8] = { 0x80, 201, 0, 1, 0xCA, 0x11, 0xE4, 0x00 };
 	uint8_t bad[8] = { 0x00, 201, 0, 1, 0, 0, 0, 0 };
@@ -311,13 +196,13 @@ static void test_rtcp(struct side *c, struct side *a)
 	ssize_t n = -1;
 
 	sendto(c->rtcp, rr, 8, 0, (struct sockaddr *)&c->ep_rtcp, sizeof(struct sockaddr_in));
-	if (poll(&pf, 1, WAIT_MS) > 0)
+	if (poll(&pf, 1, MT_WAIT_MS) > 0)
 		n = recv(a->rtcp, got, sizeof(got), 0);
 	ok(n == 8 && !memcmp(got, rr, 8), "caller's RTCP reaches the agent's RTCP port as is");
 	rr[4] = 0xA9;
 	sendto(a->rtcp, rr, 8, 0, (struct sockaddr *)&a->ep_rtcp, sizeof(struct sockaddr_in));
 	pf.fd = c->rtcp;
-	n = poll(&pf, 1, WAIT_MS) > 0 ? recv(c->rtcp, got, sizeof(got), 0) : -1;
+	n = poll(&pf, 1, MT_WAIT_MS) > 0 ? recv(c->rtcp, got, sizeof(got), 0) : -1;
 	ok(n == 8 && !memcmp(got, rr, 8), "agent's RTCP reaches the caller's RTCP port");
 	sendto(c->rtcp, bad, 8, 0, (struct sockaddr *)&c->ep_rtcp, sizeof(struct sockaddr_in));
 	pf.fd = a->rtcp;
@@ -326,13 +211,13 @@ static void test_rtcp(struct side *c, struct side *a)
 
 /* ---- (f) counters ------------------------------------------------------------- */
 
-static void test_stats(struct side *c, struct side *a, int c_sent, int c_got)
+static void test_stats(struct mt_side *c, struct mt_side *a, int c_sent, int c_got)
 {
 	struct media_stats st;
 
 	/* a gap of three: 1010 after 1002 */
-	rtp_send(c->rtp, &c->ep_rtp, MEDIA_PCMA, 1006, 6000, 0xCA11E4, payload, 160);
-	rtp_send(c->rtp, &c->ep_rtp, MEDIA_PCMA, 1010, 6640, 0xCA11E4, payload, 160);
+	mt_rtp_send(c->rtp, &c->ep_rtp, MEDIA_PCMA, 1006, 6000, 0xCA11E4, payload, 160);
+	mt_rtp_send(c->rtp, &c->ep_rtp, MEDIA_PCMA, 1010, 6640, 0xCA11E4, payload, 160);
 	drain(a->rtp, NULL, 100);
 	c_sent += 2;
 	is_int(STAT(c->ep, rx_packets, (uint64_t)c_sent), c_sent,
@@ -357,32 +242,32 @@ static void test_stats(struct side *c, struct side *a, int c_sent, int c_got)
 
 static void test_latch(void)
 {
-	struct side x, y;
+	struct mt_side x, y;
 	struct sockaddr_storage nat_a;
-	int nat = udp_open(&nat_a), stranger;
+	int nat = mt_udp(&nat_a), stranger;
 	struct sockaddr_storage str_a;
 	struct media_stats st;
-	struct pkt p;
+	struct mt_pkt p;
 
-	stranger = udp_open(&str_a);
+	stranger = mt_udp(&str_a);
 	side_open(&x);
 	side_open(&y);
-	rtp_send(nat, &x.ep_rtp, MEDIA_PCMA, 1, 0, 0x11, payload, 160);
+	mt_rtp_send(nat, &x.ep_rtp, MEDIA_PCMA, 1, 0, 0x11, payload, 160);
 	is_int(STAT(x.ep, dropped, 1), 1, "before the peer is known, packets are dropped");
 	/* x's SDP says x.rtp, but the phone is behind NAT and sends from nat */
 	set_peer(&x, &x.a_rtp, MEDIA_PCMA, 101);
 	set_peer(&y, &y.a_rtp, MEDIA_PCMA, 101);
 	media_bridge(m, x.ep, y.ep);
-	msleep(20);
-	rtp_send(nat, &x.ep_rtp, MEDIA_PCMA, 2, 160, 0x11, payload, 160);
-	ok(pkt_recv(y.rtp, &p, WAIT_MS) == 172 && !memcmp(p.b + 12, payload, 160),
+	mt_msleep(20);
+	mt_rtp_send(nat, &x.ep_rtp, MEDIA_PCMA, 2, 160, 0x11, payload, 160);
+	ok(mt_recv(y.rtp, &p, MT_WAIT_MS) == 172 && !memcmp(p.b + 12, payload, 160),
 	   "the first packet (from the NAT address) is relayed untranscoded");
-	rtp_send(y.rtp, &y.ep_rtp, MEDIA_PCMA, 50, 0, 0x22, payload, 160);
-	ok(pkt_recv(nat, &p, WAIT_MS) == 172, "the reply goes to the latched address");
-	ok(pkt_recv(x.rtp, &p, 100) < 0, "and not to the SDP address");
-	rtp_send(stranger, &x.ep_rtp, MEDIA_PCMA, 3, 320, 0x11, payload, 160);
-	rtp_send(x.rtp, &x.ep_rtp, MEDIA_PCMA, 4, 480, 0x11, payload, 160);
-	ok(pkt_recv(y.rtp, &p, 200) < 0, "a stranger and the SDP address are both dropped");
+	mt_rtp_send(y.rtp, &y.ep_rtp, MEDIA_PCMA, 50, 0, 0x22, payload, 160);
+	ok(mt_recv(nat, &p, MT_WAIT_MS) == 172, "the reply goes to the latched address");
+	ok(mt_recv(x.rtp, &p, 100) < 0, "and not to the SDP address");
+	mt_rtp_send(stranger, &x.ep_rtp, MEDIA_PCMA, 3, 320, 0x11, payload, 160);
+	mt_rtp_send(x.rtp, &x.ep_rtp, MEDIA_PCMA, 4, 480, 0x11, payload, 160);
+	ok(mt_recv(y.rtp, &p, 200) < 0, "a stranger and the SDP address are both dropped");
 	is_int(STAT(x.ep, dropped, 3), 3, "dropped counts them");
 	uint8_t junk[11] = { 0x80 };
 	sendto(nat, junk, sizeof(junk), 0, (struct sockaddr *)&x.ep_rtp, sizeof(struct sockaddr_in));
@@ -394,29 +279,29 @@ static void test_latch(void)
 	media_ep_stats(m, x.ep, &st);
 	ok(st.rx_packets == 0 && st.dropped == 0, "a freed handle reads zeroes");
 	is_int(set_peer(&x, &x.a_rtp, MEDIA_PCMA, 101), ENOENT, "a freed handle is refused");
-	side_close(&x);
-	side_close(&y);
+	mt_side_close(&x);
+	mt_side_close(&y);
 	close(nat);
 	close(stranger);
 }
 
 /* ---- prompt after relay, unbridge --------------------------------------------- */
 
-static void test_replay(struct side *c, struct side *a, const struct pkt *last)
+static void test_replay(struct mt_side *c, struct mt_side *a, const struct mt_pkt *last)
 {
 	int n_prompt = 0, n_relayed = 0;
-	struct pkt p;
+	struct mt_pkt p;
 
 	is_int(media_ep_play(m, c->ep, tone, NULL), 0, "play again on a bridged ep");
-	if (pkt_recv(c->rtp, &p, WAIT_MS) < 0) {
+	if (mt_recv(c->rtp, &p, MT_WAIT_MS) < 0) {
 		ok(0, "prompt packet after relaying");
 		return;
 	}
 	ok(p.ssrc == last->ssrc && p.seq == (uint16_t)(last->seq + 1) && p.marker,
 	   "prompt continues the stream: SSRC %x, seq %u after %u, marker %d",
 	   (unsigned)p.ssrc, p.seq, last->seq, p.marker);
-	rtp_send(a->rtp, &a->ep_rtp, MEDIA_PCMU, 20, 3000, 0xA9E27, payload, 160);
-	for (int i = 0; i < 15 && pkt_recv(c->rtp, &p, 60) >= 0; i++) {
+	mt_rtp_send(a->rtp, &a->ep_rtp, MEDIA_PCMU, 20, 3000, 0xA9E27, payload, 160);
+	for (int i = 0; i < 15 && mt_recv(c->rtp, &p, 60) >= 0; i++) {
 		bool relayed = p.len == 172;
 
 		for (int k = 0; relayed && k < 160; k++)
@@ -433,7 +318,7 @@ static void test_replay(struct side *c, struct side *a, const struct pkt *last)
 
 static bool port_free(uint16_t port)
 {
-	struct sockaddr_storage a = lo_addr(port);
+	struct sockaddr_storage a = mt_lo(port);
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
 	bool ok = fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(struct sockaddr_in));
 
@@ -478,7 +363,7 @@ static void test_exhaustion(void)
 	is_int(media_ports_free(s), 0, "no pair left");
 	media_ep_free(s, e[0]);
 	for (int i = 0; i < 200 && !media_ports_free(s); i++)
-		msleep(5);
+		mt_msleep(5);
 	is_int(media_ports_free(s), 1, "the freed pair comes back");
 	is_int(media_ep_alloc(s, &e[2], &port[2]), 0, "and can be allocated again");
 	ok(e[2] != e[0] && port[2] == port[0], "same port %u, new handle %08x != %08x",
@@ -504,8 +389,8 @@ static void test_alloc_args(void)
 
 int main(void)
 {
-	struct side c, a;
-	struct pkt last = { 0 };
+	struct mt_side c, a;
+	struct mt_pkt last = { 0 };
 	uint16_t base;
 
 	srand((unsigned)getpid() ^ (unsigned)time(NULL));
@@ -536,7 +421,7 @@ int main(void)
 	media_ep_play(m, a.ep, tone, tone);
 	m = media_free(m);
 	tone = media_prompt_deref(tone);
-	side_close(&c);
-	side_close(&a);
+	mt_side_close(&c);
+	mt_side_close(&a);
 	return tap_done();
 }
