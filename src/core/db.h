@@ -34,7 +34,8 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql);
 /* Runs statements without results. Returns 0 or EIO (logged). */
 int db_exec(struct db *db, const char *sql);
 
-/* Ensures a batched transaction is open; it commits after this loop turn. */
+/* Ensures a batched transaction is open; it commits on a later loop turn
+ * (the next one, or up to 10 ms later under load: see db.c). */
 void db_tx(struct db *db);
 /* Commits the pending transaction now. Returns 0 or EIO. */
 int db_flush(struct db *db);

@@ -28,6 +28,7 @@
 #define LOG_MODULE "crm"
 #include "log.h"
 #include "clk.h"
+#include "rnd.h"
 #include "conf.h"
 #include "db.h"
 #include "httpc.h"
@@ -444,7 +445,7 @@ static void new_uuid(char out[37])
 	unsigned char r[16];
 	size_t k = 0;
 
-	if (RAND_bytes(r, sizeof(r)) != 1) {
+	if (rnd_bytes(r, sizeof(r))) {
 		int64_t t = clk_mono_ms() ^ clk_wall_ms();
 
 		for (size_t i = 0; i < sizeof(r); i++)

@@ -109,8 +109,13 @@ static void cmd_discard(struct media_cmd *c)
 static void cmd_push(struct media *m, struct media_cmd *c)
 {
 	uint64_t one = 1;
+	bool wake;
 
 	pthread_mutex_lock(&m->q_lock);
+	/* a non-empty queue was signalled already and not yet taken (the
+	   engine reads the eventfd before it takes the queue): one wakeup
+	   per batch, not per command (seven per call) */
+	wake = !m->q_head;
 	if (m->q_tail)
 		m->q_tail->next = c;
 	else
@@ -118,7 +123,7 @@ static void cmd_push(struct media *m, struct media_cmd *c)
 	m->q_tail = c;
 	pthread_mutex_unlock(&m->q_lock);
 	/* can only fail when the counter would overflow: already readable */
-	if (write(m->evfd, &one, sizeof(one)) < 0)
+	if (wake && write(m->evfd, &one, sizeof(one)) < 0)
 		return;
 }
 

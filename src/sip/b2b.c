@@ -27,6 +27,7 @@
 #define LOG_MODULE "b2b"
 #include "log.h"
 #include "clk.h"
+#include "rnd.h"
 #include "conf.h"
 #include "hmap.h"
 #include "metrics.h"
@@ -54,7 +55,7 @@ void b2b_new_id(char id[40])
 	uint8_t r[16];
 	static const char hex[] = "0123456789abcdef";
 
-	if (RAND_bytes(r, sizeof(r)) != 1)
+	if (rnd_bytes(r, sizeof(r)))
 		for (size_t i = 0; i < sizeof(r); i++)
 			r[i] = (uint8_t)random();
 	for (size_t i = 0; i < 16; i++) {

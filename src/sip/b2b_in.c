@@ -20,6 +20,7 @@
 #define LOG_MODULE "b2b"
 #include "log.h"
 #include "clk.h"
+#include "rnd.h"
 #include "conf.h"
 #include "hmap.h"
 #include "metrics.h"
@@ -326,7 +327,7 @@ static struct call *call_new(struct b2b *b, const sip_t *sip, enum route_directi
 	c->conf = conf_ref(b->conf);
 	c->started_ms = clk_wall_ms();
 	c->ep_in = c->ep_out = MEDIA_EP_NONE;
-	if (RAND_bytes((unsigned char *)&c->sess_id, sizeof(c->sess_id)) != 1)
+	if (rnd_bytes(&c->sess_id, sizeof(c->sess_id)))
 		c->sess_id = (uint64_t)c->started_ms;
 	c->sess_id &= 0x7fffffffffffffffULL;
 	b2b_side_init(c);
