@@ -667,7 +667,7 @@ struct call *b2b_call_find(struct b2b *b, const char *in_callid)
 
 static void fork_start(struct call *c)
 {
-	const struct route_fork *f = &c->plan.forks[c->fork];
+	const struct route_fork *f = &c->plan->forks[c->fork];
 	size_t started = 0;
 
 	for (size_t i = 0; i < f->ntargets; i++)
@@ -690,7 +690,7 @@ static void fork_next(struct call *c)
 	if (c->fork_started)
 		c->fork++;
 	c->fork_started = true;
-	if (c->fork >= c->plan.nforks) {
+	if (!c->plan || c->fork >= c->plan->nforks) {
 		if (!c->best_status)
 			note_failure(c, 480, "Temporarily Unavailable");
 		b2b_call_failed(c, c->best_status, c->best_phrase);
@@ -722,11 +722,17 @@ void b2b_route(struct call *c)
 		in.agent.registered = rc != NULL;
 		in.agent.busy = b2b_agent_busy(c->b2b, in.agent.ext, c);
 	}
-	route_plan(&in, &c->plan);
-	log_info("call %s: %s", c->id, c->plan.why);
-	switch (c->plan.action) {
+	if (!c->plan)
+		c->plan = calloc(1, sizeof(*c->plan));
+	if (!c->plan) {
+		b2b_call_failed(c, 503, "Out of Memory");
+		return;
+	}
+	route_plan(&in, c->plan);
+	log_info("call %s: %s", c->id, c->plan->why);
+	switch (c->plan->action) {
 	case ROUTE_REJECT:
-		b2b_call_failed(c, c->plan.reject_status, c->plan.reject_reason);
+		b2b_call_failed(c, c->plan->reject_status, c->plan->reject_reason);
 		break;
 	case ROUTE_REDIRECT:
 		b2b_call_redirect(c);
@@ -760,6 +766,7 @@ static void call_free(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 	if (c->in_irq)
 		nta_incoming_destroy(c->in_irq);
 	b2b_timer_disarm(&c->tmr_free);
+	free(c->plan);
 	conf_deref(c->conf);
 	free(c);
 }

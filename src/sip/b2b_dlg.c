@@ -644,6 +644,13 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 		   transaction: left alone it stays in nta's queues forever */
 		if (answered)
 			on_ack(c, side, sip);
+		/* the caller's ACK ends its INVITE transaction: nta need not
+		   keep the INVITE and our 200 (some 10 KB) for the whole call */
+		if (answered && side == SIDE_IN && c->in_irq && !c->in_leg &&
+		    nta_incoming_status(c->in_irq) >= 200) {
+			nta_incoming_destroy(c->in_irq);
+			c->in_irq = NULL;
+		}
 		nta_incoming_destroy(irq);
 		return 0;
 	case sip_method_cancel:

@@ -150,6 +150,9 @@ void b2b_call_answered(struct call *c, struct leg *l)
 	b2b_ev_answered(c, l);
 	b2b_cancel_others(c);
 	b2b_timer_disarm(&c->tmr_fork);
+	/* no fork follows an answer */
+	free(c->plan);
+	c->plan = NULL;
 	media_bridge(c->b2b->media, c->ep_in, c->ep_out);
 	b2b_rec_segment(c);
 	if (c->in_irq)  /* click-to-call: the agent has answered already */
@@ -185,8 +188,8 @@ void b2b_call_redirect(struct call *c)
 	char contacts[2048] = "", uri[ROUTE_URI_MAX + 64];
 	size_t off = 0;
 
-	for (size_t i = 0; i < c->plan.forks[0].ntargets; i++) {
-		const struct route_target *t = &c->plan.forks[0].targets[i];
+	for (size_t i = 0; c->plan && i < c->plan->forks[0].ntargets; i++) {
+		const struct route_target *t = &c->plan->forks[0].targets[i];
 		const struct reg_contact *rc = NULL;
 
 		if (t->kind == ROUTE_TARGET_AGENT)

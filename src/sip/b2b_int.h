@@ -138,7 +138,7 @@ struct call {
 	char carry[768];                /* Diversion/History-Info lines for the branches */
 	struct conf *conf;
 	struct route_settings set;
-	struct route_plan plan;
+	struct route_plan *plan;        /* until the answer: 5 KB not kept per call */
 	size_t fork;
 	bool fork_started;
 
