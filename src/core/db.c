@@ -41,13 +41,13 @@ static const char *const migrations[] = {
 	/* 1: foundation */
 	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 	/* 2: registrar */
-	"CREATE TABLE registrations ("
+	("CREATE TABLE registrations ("
 	" ext TEXT NOT NULL, uri TEXT NOT NULL, received TEXT, path TEXT,"
 	" instance TEXT, reg_id INTEGER NOT NULL DEFAULT 0, user_agent TEXT,"
 	" call_id TEXT NOT NULL, cseq INTEGER NOT NULL, q1000 INTEGER NOT NULL,"
-	" expires INTEGER NOT NULL, PRIMARY KEY (ext, uri));",
+	" expires INTEGER NOT NULL, PRIMARY KEY (ext, uri));"),
 	/* 3: call detail records */
-	"CREATE TABLE cdr (call_id TEXT PRIMARY KEY, direction TEXT NOT NULL,"
+	("CREATE TABLE cdr (call_id TEXT PRIMARY KEY, direction TEXT NOT NULL,"
 	" src TEXT NOT NULL, dst TEXT NOT NULL, did TEXT NOT NULL,"
 	" disposition TEXT NOT NULL, started INTEGER NOT NULL, answered INTEGER,"
 	" ended INTEGER NOT NULL, first_agent TEXT, last_agent TEXT,"
@@ -56,29 +56,29 @@ static const char *const migrations[] = {
 	"CREATE TABLE cdr_legs (call_id TEXT NOT NULL, idx INTEGER NOT NULL,"
 	" target TEXT NOT NULL, agent TEXT, result INTEGER NOT NULL,"
 	" started INTEGER NOT NULL, answered INTEGER, ended INTEGER,"
-	" PRIMARY KEY (call_id, idx));",
+	" PRIMARY KEY (call_id, idx));"),
 	/* 4: CRM lookup cache (result as JSON, expires in Unix ms) */
-	"CREATE TABLE crm_cache (phone TEXT NOT NULL, did TEXT NOT NULL,"
+	("CREATE TABLE crm_cache (phone TEXT NOT NULL, did TEXT NOT NULL,"
 	" result TEXT NOT NULL, expires INTEGER NOT NULL,"
-	" PRIMARY KEY (phone, did));",
+	" PRIMARY KEY (phone, did));"),
 	/* 5: the event outbox: undelivered events, in order per key */
-	"CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	" okey TEXT NOT NULL, body TEXT NOT NULL, created INTEGER NOT NULL,"
 	" attempts INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0,"
 	" last_error TEXT);"
-	"CREATE INDEX outbox_pending ON outbox (dead, id);",
+	"CREATE INDEX outbox_pending ON outbox (dead, id);"),
 	/* 6: CRM adapters' own state (per call, OAuth tokens) as JSON, and the
 	   CRM entities behind cached lookups, for webhooks that name an entity */
-	"CREATE TABLE crm_state (scope TEXT PRIMARY KEY, state TEXT NOT NULL,"
+	("CREATE TABLE crm_state (scope TEXT PRIMARY KEY, state TEXT NOT NULL,"
 	" updated INTEGER NOT NULL);"
 	"CREATE INDEX crm_state_updated ON crm_state (updated);"
 	"CREATE TABLE crm_entities (entity TEXT NOT NULL, phone TEXT NOT NULL,"
 	" updated INTEGER NOT NULL, PRIMARY KEY (entity, phone));"
-	"CREATE INDEX crm_entities_updated ON crm_entities (updated);",
+	"CREATE INDEX crm_entities_updated ON crm_entities (updated);"),
 	/* 7: media: a call's recording segments (names under record_dir, one
 	   per line) and why a call was ended by sipcrm itself */
-	"ALTER TABLE cdr ADD COLUMN recordings TEXT;"
-	"ALTER TABLE cdr ADD COLUMN end_reason TEXT;",
+	("ALTER TABLE cdr ADD COLUMN recordings TEXT;"
+	"ALTER TABLE cdr ADD COLUMN end_reason TEXT;"),
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
