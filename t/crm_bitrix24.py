@@ -430,7 +430,8 @@ def post_form(path, fields, token=None):
 start = {"event": "ONEXTERNALCALLSTART", "data[PHONE_NUMBER]": "89165550009",
          "data[USER_ID]": "42", "data[CALL_ID]": "externalCall.from-b24.1",
          "data[LINE_NUMBER]": "", "data[CRM_ENTITY_TYPE]": "CONTACT",
-         "data[CRM_ENTITY_ID]": "651", "ts": "1", "auth[domain]": "portal.bitrix24.ru",
+         "data[CRM_ENTITY_ID]": "651", "ts": str(int(time.time())),
+         "auth[domain]": "portal.bitrix24.ru",
          "auth[application_token]": "wrong"}
 st, body = post_form("/api/v1/crm/bitrix24", start)
 t.eq(st, 401, "ONEXTERNALCALLSTART with a wrong application_token: 401 (no Bearer token needed)")
@@ -444,6 +445,13 @@ start["data[USER_ID]"] = "42"
 # Bitrix24 registered this CALL_ID itself before it sent the event
 b24.calls["externalCall.from-b24.1"] = {"_result": {}}
 n0 = len(b24.done())
+for ts, why in (("1", "stamped in 1970"), (str(int(time.time()) - 3600), "an hour old"),
+                (str(int(time.time()) + 3600), "an hour ahead"), ("12x", "not a number")):
+    st, body = post_form("/api/v1/crm/bitrix24", dict(start, ts=ts))
+    t.eq(st, 403, "ONEXTERNALCALLSTART %s: 403, refused as a replay" % why)
+st, body = post_form("/api/v1/crm/bitrix24", {k: v for k, v in start.items() if k != "ts"})
+t.eq(st, 400, "ONEXTERNALCALLSTART without ts: 400")
+t.ok(dev1.wait_invite(timeout=0.5) is None, "none of them rang the agent")
 st, body = post_form("/api/v1/crm/bitrix24", start)
 # Click-to-call itself belongs to the call core: until it registers its
 # handler, crm_click_to_call() is ENOTSUP and the answer 503.
@@ -453,6 +461,11 @@ if st == 200:
     legs = [dev1.wait_invite(timeout=5), dev2.wait_invite(timeout=2)]
     t.ok(any(legs), "the agent's phone rings for the click-to-call")
     t.ok(body.get("call_id"), "the answer names sipcrm's call id", body)
+    st2, body2 = post_form("/api/v1/crm/bitrix24", start)
+    t.eq((st2, body2.get("call_id"), body2.get("duplicate")), (200, body.get("call_id"), True),
+         "the same request again (a replay within the window): the same call, no new one")
+    t.ok(dev1.wait_invite(timeout=0.5) is None and dev2.wait_invite(timeout=0.1) is None,
+         "and no phone rings again")
     for lg in legs:
         if lg:
             lg.reply(lg.invite, 486)

@@ -942,6 +942,32 @@ static void field(struct api_req *req, const char *obj, const char *key, char *o
 	crm_form_get(body, name, out, sz);
 }
 
+/*
+ * Bitrix24 stamps every event with ts (Unix seconds). One further than this
+ * from our clock is refused: a replay of a captured request, or a clock so
+ * far off that its events cannot be trusted either.
+ */
+#define WEBHOOK_WINDOW_S 300
+
+/* 1: ts is there and outside the window; 0: fresh; -1: no ts. */
+static int stale(struct api_req *req, char *ts, size_t sz)
+{
+	size_t len;
+	const char *body = api_req_body(req, &len);
+	char *end;
+	long long v, now = (long long)time(NULL);
+
+	if (*body == '{')
+		crm_json_str(ts, sz, api_req_json(req), "ts");
+	else
+		crm_form_get(body, "ts", ts, sz);
+	if (!*ts)
+		return -1;
+	v = strtoll(ts, &end, 10);
+	return end == ts || *end || v < now - WEBHOOK_WINDOW_S ||
+	       v > now + WEBHOOK_WINDOW_S ? 1 : 0;
+}
+
 static int click_to_call(struct crm *c, struct api_req *req)
 {
 	const struct conf *cf = crm_conf(c);
@@ -963,6 +989,24 @@ static int click_to_call(struct crm *c, struct api_req *req)
 	a = conf_agent_by_crm_user(cf, user);
 	if (!a)
 		return api_reply_error(req, 404, "no agent has crm_user %s", user);
+	{
+		/* the same CALL_ID twice (a replay within the window, or a
+		   retry): one call, and the answer names it again */
+		char scope[200];
+		const char *prev;
+
+		snprintf(scope, sizeof(scope), "call:b24c2c:%.40s", b24id);
+		st = crm_state_load(c, scope);
+		prev = st ? json_string_value(json_object_get(st, "call_id")) : NULL;
+		if (prev) {
+			json_t *r = json_pack("{s:s, s:b}", "call_id", prev, "duplicate", 1);
+
+			json_decref(st);
+			log_info("bitrix24: ONEXTERNALCALLSTART %s again: not a new call", b24id);
+			return api_reply_json(req, 200, r);
+		}
+		json_decref(st);
+	}
 	if (crm_normalize(phone, cf->crm.country_code, e164, sizeof(e164)))
 		snprintf(e164, sizeof(e164), "%.16s", phone);
 	e = crm_click_to_call(c, a->ext, e164, NULL, b24id, call_id);
@@ -994,6 +1038,13 @@ static int click_to_call(struct crm *c, struct api_req *req)
 			crm_state_save(c, scope, st);
 			json_decref(st);
 		}
+		snprintf(scope, sizeof(scope), "call:b24c2c:%.40s", b24id);
+		st = crm_state_load(c, scope);
+		if (st) {
+			json_object_set_new(st, "call_id", json_string(call_id));
+			crm_state_save(c, scope, st);
+			json_decref(st);
+		}
 	}
 	return api_reply_json(req, 200, json_pack("{s:s}", "call_id", call_id));
 }
@@ -1010,6 +1061,18 @@ static int webhook(struct crm *c, struct api_req *req)
 		return api_reply_error(req, 403, "[crm] webhook_token is not set");
 	if (!crm_secret_equal(token, cf->crm.webhook_token))
 		return api_reply_error(req, 401, "bad application_token");
+	switch (stale(req, id, sizeof(id))) {
+	case 1:
+		log_warn("bitrix24: a webhook stamped ts=%s, more than %d s from now: "
+			 "refused as a replay", id, WEBHOOK_WINDOW_S);
+		return api_reply_error(req, 403, "ts %s is more than %d s from now: refused "
+				       "as a replay", id, WEBHOOK_WINDOW_S);
+	case -1:
+		id[0] = '\0';
+		break;
+	default:
+		break;
+	}
 	{
 		size_t len;
 		const char *body = api_req_body(req, &len);
@@ -1021,8 +1084,13 @@ static int webhook(struct crm *c, struct api_req *req)
 	}
 	for (char *p = event; *p; p++)
 		*p = (char)toupper((unsigned char)*p);
-	if (!strcmp(event, "ONEXTERNALCALLSTART"))
+	if (!strcmp(event, "ONEXTERNALCALLSTART")) {
+		char ts[24];
+
+		if (stale(req, ts, sizeof(ts)) < 0)
+			return api_reply_error(req, 400, "ONEXTERNALCALLSTART needs ts");
 		return click_to_call(c, req);
+	}
 	for (size_t i = 0; i < 3; i++) {
 		char upd[40], del[40];
 
