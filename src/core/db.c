@@ -14,10 +14,17 @@
  * time to its next timer down to whole milliseconds, so the loop polls
  * without sleeping through the last millisecond before every su_timer
  * (about 1,000 epoll_wait calls each); a timerfd wakes epoll on time.
+ *
+ * Checkpoints (copying the WAL into the database file, with an fsync of
+ * each) run on a thread of their own with its own connection, once a
+ * second: sqlite's automatic checkpoint would run them inside a commit on
+ * the signalling thread, stalling it for the length of two fsyncs every
+ * thousand pages.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +113,13 @@ struct db {
 		void *arg;
 	} hooks[MAX_HOOKS];
 	size_t nhooks;
+	struct {                        /* the checkpointer thread */
+		sqlite3 *h;
+		pthread_t th;
+		pthread_mutex_t mu;
+		pthread_cond_t cv;
+		bool stop, running;
+	} ck;
 };
 
 int db_schema_version(void)
@@ -195,6 +209,84 @@ static void commit_arm(struct db *db, int64_t at_ms)
 		log_err("cannot arm the commit timer: %s", strerror(errno));
 }
 
+#define CKPT_INTERVAL_MS 1000
+
+static void *ckpt_main(void *arg)
+{
+	struct db *db = arg;
+	struct timespec ts;
+	int nlog, nck, rc;
+	bool warned = false;
+
+	pthread_mutex_lock(&db->ck.mu);
+	while (!db->ck.stop) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += CKPT_INTERVAL_MS / 1000;
+		pthread_cond_timedwait(&db->ck.cv, &db->ck.mu, &ts);
+		if (db->ck.stop)
+			break;
+		pthread_mutex_unlock(&db->ck.mu);
+		rc = sqlite3_wal_checkpoint_v2(db->ck.h, NULL, SQLITE_CHECKPOINT_PASSIVE,
+					       &nlog, &nck);
+		if (rc != SQLITE_OK && rc != SQLITE_BUSY && !warned) {
+			/* a full disk: logged once; the loop's commits say more */
+			log_warn("checkpoint failed: %s", sqlite3_errstr(rc));
+			warned = true;
+		}
+		else if (rc == SQLITE_OK) {
+			warned = false;
+		}
+		pthread_mutex_lock(&db->ck.mu);
+	}
+	pthread_mutex_unlock(&db->ck.mu);
+	return NULL;
+}
+
+/* Starts the checkpointer; without it sqlite checkpoints as it always does. */
+static void ckpt_start(struct db *db, const char *path)
+{
+	pthread_condattr_t ca;
+
+	if (sqlite3_open_v2(path, &db->ck.h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		log_warn("checkpoints stay on the loop: %s", sqlite3_errmsg(db->ck.h));
+		sqlite3_close_v2(db->ck.h);
+		db->ck.h = NULL;
+		return;
+	}
+	pthread_mutex_init(&db->ck.mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&db->ck.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&db->ck.th, NULL, ckpt_main, db)) {
+		log_warn("checkpoints stay on the loop: no thread");
+		pthread_cond_destroy(&db->ck.cv);
+		pthread_mutex_destroy(&db->ck.mu);
+		sqlite3_close_v2(db->ck.h);
+		db->ck.h = NULL;
+		return;
+	}
+	db->ck.running = true;
+	sqlite3_wal_autocheckpoint(db->h, 0);
+}
+
+static void ckpt_stop(struct db *db)
+{
+	if (!db->ck.running)
+		return;
+	pthread_mutex_lock(&db->ck.mu);
+	db->ck.stop = true;
+	pthread_cond_signal(&db->ck.cv);
+	pthread_mutex_unlock(&db->ck.mu);
+	pthread_join(db->ck.th, NULL);
+	pthread_cond_destroy(&db->ck.cv);
+	pthread_mutex_destroy(&db->ck.mu);
+	sqlite3_close_v2(db->ck.h);
+	db->ck.h = NULL;
+	db->ck.running = false;
+}
+
 static int commit_timer_init(struct db *db, su_root_t *root)
 {
 	db->root = root;
@@ -239,6 +331,8 @@ int db_open(struct db **dbp, const char *path, su_root_t *root,
 		goto out;
 	if (root)
 		e = commit_timer_init(db, root);
+	if (!e && root)
+		ckpt_start(db, path);
 out:
 	if (e) {
 		db_close(db);
@@ -254,6 +348,7 @@ struct db *db_close(struct db *db)
 		return NULL;
 	if (db->h)
 		db_flush(db);
+	ckpt_stop(db);
 	if (db->commit_idx > 0)
 		su_root_deregister(db->root, db->commit_idx);
 	else if (db->commit_fd >= 0)
