@@ -628,9 +628,11 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 	int side = b2b_side_of(c, l);
 
 	sipd_count_request(sip);
-	if (l && !b2b_leg_from_peer(l, irq)) {
+	if (l ? !b2b_leg_from_peer(l, irq) :
+	    c->have_in_src && !b2b_from_addr(&c->in_src, irq)) {
 		log_debug("call %s: %s in the dialog of %s from another address "
-			  "refused", c->id, sip->sip_request->rq_method_name, l->uri);
+			  "refused", c->id, sip->sip_request->rq_method_name,
+			  l ? l->uri : "the caller");
 		if (m == sip_method_ack) {
 			nta_incoming_destroy(irq);
 			return 0;
