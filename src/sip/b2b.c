@@ -312,7 +312,8 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	l->status = status;
 	if (status < 300)
 		leg_note_peer(l, orq);
-	nta_outgoing_destroy(orq);
+	/* sip lives in orq (freed at once when it came over TCP or TLS):
+	   orq is destroyed once sip is no longer read */
 	l->orq = NULL;
 	c->in_callback = true;
 	if (status < 300) {
@@ -340,6 +341,7 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 		    fork_settled(c))
 			fork_next(c);
 	}
+	nta_outgoing_destroy(orq);
 	c->in_callback = false;
 	/* a call that ended while this branch rang was waiting for this answer */
 	if (l->pending_final)
