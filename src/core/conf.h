@@ -187,6 +187,8 @@ struct conf {
 		uint16_t listen_port;
 		char *token;
 		char *public_url;
+		char *tls_cert;         /* HTTPS; empty: plain HTTP */
+		char *tls_key;
 	} api;
 
 	struct conf_trunk *trunks;
