@@ -125,6 +125,11 @@ static const struct opt opts[] = {
 	  "session timer (RFC 4028) asked of the far side of each call leg; 0 disables", NULL },
 	{ "sip", "min_se", T_DUR, C(sip.min_se_ms), 0, "90s",
 	  "shortest session interval accepted (422 below)", NULL },
+	{ "sip", "tcp_idle", T_DUR, C(sip.tcp_idle_ms), 0, "120s",
+	  "TCP/TLS connections with no traffic for this long are closed; 0 never", NULL },
+	{ "sip", "tcp_timeout", T_DUR, C(sip.tcp_timeout_ms), 0, "10s",
+	  "a message still incomplete this long after its first bytes over TCP/TLS "
+	  "is dropped and its connection closed; 0 never", NULL },
 
 	{ "media", "ip", T_IP, C(media.ip), 0, "127.0.0.1",
 	  "address put in SDP and bound for RTP", NULL },
