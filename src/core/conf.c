@@ -220,7 +220,7 @@ static const struct opt opts[] = {
 	{ "api", "token", T_STR, C(api.token), 0, "",
 	  "Bearer token for every /api/ request", NULL },
 	{ "api", "public_url", T_STR, C(api.public_url), 0, "",
-	  "base of the links sipcrm gives out (recording_url); empty: http://LISTEN", NULL },
+	  "base of the links sipcrm gives out (recording_url); empty: http(s)://LISTEN", NULL },
 	{ "api", "tls_cert", T_PATH, C(api.tls_cert), 0, "",
 	  "PEM certificate: the API speaks HTTPS; empty: plain HTTP", NULL },
 	{ "api", "tls_key", T_PATH, C(api.tls_key), 0, "",
