@@ -7,8 +7,8 @@ made by the openssl CLI:
     reaches 102 on the connection it registered over) and RTP flows;
   * plaintext SIP on the TLS port gets no SIP answer and the connection
     is closed; a TLS client that does not trust the certificate fails;
-  * the API over HTTPS works with the token (401 without), and plain HTTP
-    on that port gets no HTTP answer;
+  * the API over HTTPS works with the token (401 without), also through
+    sipcrmctl --cacert, and plain HTTP on that port gets no HTTP answer;
   * a missing, bad or mismatched certificate or key is refused at startup
     with a clear file:line message, for [sip] and for [api].
 """
@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from sipcrm_test import Tap, Daemon, free_port, SIPCRMD  # noqa: E402
+from sipcrm_test import Tap, Daemon, free_port, SIPCRMD, SIPCRMCTL  # noqa: E402
 from sip_stream import StreamUA  # noqa: E402
 
 t = Tap()
@@ -127,6 +127,18 @@ try:
 except Exception as e:       # noqa: BLE001: any failure is the point
     plain = "failed (%s)" % type(e).__name__
 t.ok(plain.startswith("failed"), "plain HTTP on the HTTPS port gets no HTTP answer: %s" % plain)
+
+# sipcrmctl over HTTPS: checked against the test certificate, refused without it
+env = dict(os.environ, SIPCRM_TOKEN=d.token)
+url = "https://127.0.0.1:%d" % d.api_port
+p = subprocess.run([SIPCRMCTL, "-u", url, "--cacert", cert, "agents"], env=env,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+t.ok(p.returncode == 0 and b"101" in p.stdout, "sipcrmctl --cacert CERT -u https://... agents works",
+     p.stdout.decode(errors="replace")[-500:])
+p = subprocess.run([SIPCRMCTL, "-u", url, "agents"], env=env, stdout=subprocess.PIPE,
+                   stderr=subprocess.STDOUT, timeout=20)
+t.ok(p.returncode != 0, "sipcrmctl without the certificate refuses the self-signed API (exit %d)"
+     % p.returncode, p.stdout.decode(errors="replace")[-500:])
 
 # --- plaintext SIP on the TLS port ---------------------------------------------------------------
 s = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
