@@ -12,14 +12,16 @@ normal call placed meanwhile completes.
   * a truncated TCP stream: Content-Length 5,000 with 100 bytes sent, then
     idle: closed after [sip] tcp_timeout;
   * 1,000 TCP connections that send nothing: all accepted (no descriptor
-    exhaustion), all closed after [sip] tcp_idle, while a trunk call is
-    placed, answered by the PBX and hung up.
+    exhaustion: sipcrmd, started with a soft limit of 1,024, raises it),
+    all closed after [sip] tcp_idle, while a trunk call is placed,
+    answered by the PBX and hung up.
 After each step an OPTIONS over UDP must be answered; at the end the API
 lists no stray call, VmRSS growth is bounded and SIGTERM exits 0 with no
 sanitizer report.
 """
 import os
 import random
+import resource
 import socket
 import sys
 import time
@@ -40,9 +42,22 @@ d.write_conf(d.base_conf().replace(
     % (TCP_IDLE * 1000, TCP_TIMEOUT * 1000)) +
     "[routing]\nfallback = sip:pbx@127.0.0.1:%d\n" % pbx_port +
     "[trunk:provider]\nmatch = %s/32\nuri = sip:127.0.0.1:%d\n" % (TRUNK_IP, pbx_port))
-d.start()
+# started with the common soft limit of 1,024 descriptors, which the
+# 1,000 connections below would exhaust unless sipcrmd raises it
+lim = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, lim[1]), lim[1]))
+try:
+    d.start()
+finally:
+    resource.setrlimit(resource.RLIMIT_NOFILE, lim)
 SIP = ("127.0.0.1", d.sip_port)
 pid = d.proc.pid
+with open("/proc/%d/limits" % pid) as f:
+    soft = next((ln.split()[3] for ln in f if ln.startswith("Max open files")), "?")
+want = str(65536 if lim[1] == resource.RLIM_INFINITY else min(lim[1], 65536))
+t.eq(soft, want if lim[1] > 1024 else soft,
+     "started with a soft limit of 1,024 descriptors, sipcrmd raised it to %s (hard %s)"
+     % (soft, lim[1]))
 
 
 def status(key):
