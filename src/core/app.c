@@ -97,9 +97,11 @@ int app_start(struct app *app, su_root_t *root, struct conf *conf,
 		return e;
 	}
 	e = api_alloc(&app->api, root, conf->api.listen_host, conf->api.listen_port,
-		      conf->api.token);
+		      conf->api.token, &(struct api_tls){ conf->api.tls_cert,
+							  conf->api.tls_key });
 	if (e) {
-		snprintf(err, errsz, "cannot listen for the HTTP API on %s:%u: %s",
+		snprintf(err, errsz, "cannot %s the HTTP API on %s:%u: %s",
+			 *conf->api.tls_cert ? "start HTTPS for" : "listen for",
 			 conf->api.listen_host, conf->api.listen_port, strerror(e));
 		return e;
 	}

@@ -17,6 +17,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #define LOG_MODULE "conf"
 #include "log.h"
 #include "conf.h"
@@ -121,6 +125,11 @@ static const struct opt opts[] = {
 	  "session timer (RFC 4028) asked of the far side of each call leg; 0 disables", NULL },
 	{ "sip", "min_se", T_DUR, C(sip.min_se_ms), 0, "90s",
 	  "shortest session interval accepted (422 below)", NULL },
+	{ "sip", "tcp_idle", T_DUR, C(sip.tcp_idle_ms), 0, "120s",
+	  "TCP/TLS connections with no traffic for this long are closed; 0 never", NULL },
+	{ "sip", "tcp_timeout", T_DUR, C(sip.tcp_timeout_ms), 0, "10s",
+	  "a message still incomplete this long after its first bytes over TCP/TLS "
+	  "is dropped and its connection closed; 0 never", NULL },
 
 	{ "media", "ip", T_IP, C(media.ip), 0, "127.0.0.1",
 	  "address put in SDP and bound for RTP", NULL },
@@ -211,7 +220,11 @@ static const struct opt opts[] = {
 	{ "api", "token", T_STR, C(api.token), 0, "",
 	  "Bearer token for every /api/ request", NULL },
 	{ "api", "public_url", T_STR, C(api.public_url), 0, "",
-	  "base of the links sipcrm gives out (recording_url); empty: http://LISTEN", NULL },
+	  "base of the links sipcrm gives out (recording_url); empty: http(s)://LISTEN", NULL },
+	{ "api", "tls_cert", T_PATH, C(api.tls_cert), 0, "",
+	  "PEM certificate: the API speaks HTTPS; empty: plain HTTP", NULL },
+	{ "api", "tls_key", T_PATH, C(api.tls_key), 0, "",
+	  "PEM private key for tls_cert", NULL },
 
 	{ "trunk", "match", T_CIDRS, K(match), K(nmatch), "",
 	  "source addresses (CIDR list) whose INVITEs are inbound trunk calls", NULL },
@@ -1199,6 +1212,40 @@ static int check_rules(struct parser *p, struct conf *c)
 	return 0;
 }
 
+/*
+ * A certificate and key that sofia (OpenSSL) or libmicrohttpd (GnuTLS)
+ * cannot load would only show when a client connects, with a TLS error
+ * on the client's side: refuse them at startup instead.
+ */
+static int check_pem_pair(struct parser *p, const char *sect, const char *cert,
+			  const char *key)
+{
+	FILE *fc = fopen(cert, "r"), *fk = fopen(key, "r");
+	X509 *x = fc ? PEM_read_X509(fc, NULL, NULL, NULL) : NULL;
+	EVP_PKEY *k = fk ? PEM_read_PrivateKey(fk, NULL, NULL, NULL) : NULL;
+	int e = 0;
+
+	if (!fc || !fk)
+		e = perr(p, "[%s] cannot read %s: %s", sect, fc ? key : cert,
+			 strerror(errno));
+	else if (!x)
+		e = perr(p, "[%s] tls_cert %s: no PEM certificate in it", sect, cert);
+	else if (!k)
+		e = perr(p, "[%s] tls_key %s: no PEM private key in it "
+			 "(or it is encrypted)", sect, key);
+	else if (X509_check_private_key(x, k) != 1)
+		e = perr(p, "[%s] tls_key %s does not match tls_cert %s", sect, key,
+			 cert);
+	ERR_clear_error();
+	X509_free(x);
+	EVP_PKEY_free(k);
+	if (fc)
+		fclose(fc);
+	if (fk)
+		fclose(fk);
+	return e;
+}
+
 static int check_conf(struct parser *p, struct conf *c)
 {
 	bool tls = false;
@@ -1232,8 +1279,13 @@ static int check_conf(struct parser *p, struct conf *c)
 			tls = true;
 	if (tls && (!*c->sip.tls_cert || !*c->sip.tls_key))
 		return perr(p, "[sip] a tls: listener needs tls_cert and tls_key");
-	if (tls && (access(c->sip.tls_cert, R_OK) || access(c->sip.tls_key, R_OK)))
-		return perr(p, "[sip] cannot read tls_cert or tls_key");
+	if (tls && check_pem_pair(p, "sip", c->sip.tls_cert, c->sip.tls_key))
+		return EINVAL;
+	if (!*c->api.tls_cert != !*c->api.tls_key)
+		return perr(p, "[api] tls_cert and tls_key go together");
+	if (*c->api.tls_cert &&
+	    check_pem_pair(p, "api", c->api.tls_cert, c->api.tls_key))
+		return EINVAL;
 	if (c->sip.min_expires_ms > c->sip.max_expires_ms)
 		return perr(p, "[sip] min_expires is larger than max_expires");
 	if (c->crm.type == CONF_CRM_GENERIC &&

@@ -123,6 +123,8 @@ struct conf {
 		bool allow_trunk_refer;
 		int64_t session_expires_ms;
 		int64_t min_se_ms;
+		int64_t tcp_idle_ms;    /* TCP/TLS connection without traffic: closed */
+		int64_t tcp_timeout_ms; /* a message arriving over TCP/TLS for longer */
 		uint8_t digest_algs[2];   /* enum conf_digest, preference order */
 		size_t ndigest_algs;
 	} sip;
@@ -187,6 +189,8 @@ struct conf {
 		uint16_t listen_port;
 		char *token;
 		char *public_url;
+		char *tls_cert;         /* HTTPS; empty: plain HTTP */
+		char *tls_key;
 	} api;
 
 	struct conf_trunk *trunks;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -158,6 +159,32 @@ static int daemonize(void)
 	return 0;
 }
 
+/*
+ * Every SIP TCP/TLS connection, API connection and RTP port pair is a
+ * descriptor, and the usual soft limit (1024) is below what a busy trunk
+ * port sees: take what the hard limit allows (up to 65536).
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t want;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 65536 ? 65536 :
+	       rl.rlim_max;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			log_warn("cannot raise the descriptor limit: %s", strerror(errno));
+	}
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < 4096)
+		log_warn("descriptor limit %llu: a few hundred TCP connections or "
+			 "calls will exhaust it (raise the hard limit, ulimit -Hn)",
+			 (unsigned long long)rl.rlim_cur);
+}
+
 static int run(const struct opts *o, struct conf *conf)
 {
 	struct app app = { .log_override = o->level };
@@ -166,6 +193,7 @@ static int run(const struct opts *o, struct conf *conf)
 	char err[512];
 	int e;
 
+	raise_nofile();
 	su_init();
 	log_redirect_sofia();
 	sc.root = su_root_create(NULL);

@@ -261,9 +261,16 @@ static void reply_clear(struct ctl_reply *rp)
 	memset(rp, 0, sizeof(*rp));
 }
 
+/* --cacert or $SIPCRM_CACERT: the CA (or self-signed certificate) that
+   an https:// API presents; NULL: the system's CAs */
+static const char *ctl_cacert;
+
 static int set_common_opts(CURL *h)
 {
 	CURLcode rc = CURLE_OK;
+
+	if (ctl_cacert && *ctl_cacert)
+		rc |= curl_easy_setopt(h, CURLOPT_CAINFO, ctl_cacert);
 
 #if CURL_AT_LEAST_VERSION(7, 85, 0)
 	rc |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -650,6 +657,9 @@ static void usage(FILE *f)
 		"                     variable, a command line is visible to "
 		"other users)\n"
 		"  -j, --json         print the daemon's JSON reply as is\n"
+		"      --cacert FILE  CA or certificate an https:// API is checked "
+		"against\n"
+		"                     (default: $SIPCRM_CACERT, else the system's)\n"
 		"  -h, --help         this help\n"
 		"  -V, --version      print the version\n"
 		"\ncommands:\n", prog, CTL_DEFAULT_URL);
@@ -734,6 +744,7 @@ int main(int argc, char **argv)
 		{ "url", required_argument, NULL, 'u' },
 		{ "token", required_argument, NULL, 't' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "cacert", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -744,6 +755,7 @@ int main(int argc, char **argv)
 	struct ctl_args a;
 	int opt, ret;
 
+	ctl_cacert = getenv("SIPCRM_CACERT");
 	while ((opt = getopt_long(argc, argv, "+u:t:jhV", lopts, NULL)) != -1) {
 		switch (opt) {
 		case 'u':
@@ -754,6 +766,9 @@ int main(int argc, char **argv)
 			break;
 		case 'j':
 			c.json = true;
+			break;
+		case 'C':
+			ctl_cacert = optarg;
 			break;
 		case 'h':
 			usage(stdout);

@@ -93,6 +93,7 @@ struct api {
 	struct api_route *routes, **rtail;
 	struct metric *m_resp[5];       /* responses by class: 1xx .. 5xx */
 	struct api_stream *streams;     /* open streams */
+	char *tls_cert, *tls_key;       /* PEM text for HTTPS, NULL: plain HTTP */
 };
 
 struct api_stream {
@@ -907,12 +908,71 @@ static void register_metrics(struct api *a)
 				classes[i]);
 }
 
+/* A whole PEM file as a string, or NULL with errno set. */
+static char *read_pem(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+
+	if (!f)
+		return NULL;
+	do {
+		if (len + 4097 > cap) {
+			char *nb = cap > (1 << 20) ? NULL : realloc(buf, cap + 8192);
+
+			if (!nb) {
+				free(buf);
+				fclose(f);
+				errno = EFBIG;
+				return NULL;
+			}
+			buf = nb;
+			cap += 8192;
+		}
+		n = fread(buf + len, 1, 4096, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* HTTPS from PEM files: both paths set, or neither (plain HTTP). */
+static int load_tls(struct api *a, const struct api_tls *tls)
+{
+	const char *paths[2] = { tls ? tls->cert : NULL, tls ? tls->key : NULL };
+	char **dst[2] = { &a->tls_cert, &a->tls_key };
+
+	if (!paths[0] || !*paths[0] || !paths[1] || !*paths[1])
+		return 0;
+	if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+		log_err("libmicrohttpd was built without TLS: no HTTPS");
+		return ENOTSUP;
+	}
+	for (int i = 0; i < 2; i++) {
+		*dst[i] = read_pem(paths[i]);
+		if (!*dst[i]) {
+			int err = errno ? errno : EIO;
+
+			log_err("cannot read %s: %s", paths[i], strerror(err));
+			return err;
+		}
+	}
+	return 0;
+}
+
 static int start_daemon(struct api *a, const char *host, unsigned port)
 {
 	struct sockaddr_storage ss;
 	const union MHD_DaemonInfo *info;
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 			 MHD_ALLOW_SUSPEND_RESUME;
+	struct MHD_OptionItem tls[] = {
+		{ MHD_OPTION_HTTPS_MEM_CERT, 0, a->tls_cert },
+		{ MHD_OPTION_HTTPS_MEM_KEY, 0, a->tls_key },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 	bool v6;
 	int err;
 
@@ -923,6 +983,10 @@ static int start_daemon(struct api *a, const char *host, unsigned port)
 	}
 	if (v6)
 		flags |= MHD_USE_IPv6;
+	if (a->tls_cert)
+		flags |= MHD_USE_TLS;
+	else
+		tls[0].option = MHD_OPTION_END;
 	errno = 0;
 	/* the logger first, or MHD logs earlier options' errors to stderr */
 	a->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL,
@@ -933,6 +997,7 @@ static int start_daemon(struct api *a, const char *host, unsigned port)
 				  MHD_OPTION_CONNECTION_LIMIT, API_CONN_LIMIT,
 				  MHD_OPTION_CONNECTION_TIMEOUT,
 				  API_CONN_TIMEOUT,
+				  MHD_OPTION_ARRAY, tls,
 				  MHD_OPTION_END);
 	if (!a->mhd) {
 		err = errno ? errno : EADDRINUSE;
@@ -959,7 +1024,7 @@ static int start_daemon(struct api *a, const char *host, unsigned port)
 }
 
 int api_alloc(struct api **ap, su_root_t *root, const char *host,
-	      unsigned port, const char *token)
+	      unsigned port, const char *token, const struct api_tls *tls)
 {
 	struct api *a;
 	int err;
@@ -977,13 +1042,16 @@ int api_alloc(struct api **ap, su_root_t *root, const char *host,
 		err = ENOMEM;
 		goto out;
 	}
-	err = start_daemon(a, host, port);
+	err = load_tls(a, tls);
+	if (!err)
+		err = start_daemon(a, host, port);
 	if (err)
 		goto out;
 	register_metrics(a);
 	if (!*a->token)
 		log_warn("no [api] token: every /api/ request will get 401");
-	log_info("HTTP API on %s:%u", host && *host ? host : "*", a->port);
+	log_info("HTTP%s API on %s:%u", a->tls_cert ? "S" : "",
+		 host && *host ? host : "*", a->port);
 	api_run(a);                     /* arms the timer */
 	*ap = a;
 	return 0;
@@ -1024,6 +1092,10 @@ struct api *api_free(struct api *a)
 		free(rt);
 	}
 	free(a->token);
+	if (a->tls_key)
+		memset(a->tls_key, 0, strlen(a->tls_key));
+	free(a->tls_key);
+	free(a->tls_cert);
 	free(a);
 	return NULL;
 }

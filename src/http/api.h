@@ -23,9 +23,17 @@ struct api_req;
  */
 typedef int (api_handler_h)(struct api_req *req, void *arg);
 
-/* Starts listening on host:port (port 0 picks one, see api_port). */
+/* PEM files for HTTPS; either empty or NULL: plain HTTP. */
+struct api_tls {
+	const char *cert;
+	const char *key;
+};
+
+/* Starts listening on host:port (port 0 picks one, see api_port), over
+   HTTPS when tls names a certificate and key. EINVAL, an errno from
+   reading the PEM files, or EADDRINUSE-like errors from listening. */
 int api_alloc(struct api **ap, su_root_t *root, const char *host,
-	      unsigned port, const char *token);
+	      unsigned port, const char *token, const struct api_tls *tls);
 struct api *api_free(struct api *a);
 /* Replaces the Bearer token (SIGHUP). */
 int api_set_token(struct api *a, const char *token);

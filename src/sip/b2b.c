@@ -258,21 +258,24 @@ static void leg_note_peer(struct leg *l, nta_outgoing_t *orq)
  * fraud), or a re-INVITE that takes the media. The address is compared
  * without the port: TCP connections come from any port.
  */
-bool b2b_leg_from_peer(const struct leg *l, nta_incoming_t *irq)
+bool b2b_from_addr(const struct sockaddr_storage *peer, nta_incoming_t *irq)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	const struct sockaddr_in *a4 = (const void *)&ss, *p4 = (const void *)&l->peer;
-	const struct sockaddr_in6 *a6 = (const void *)&ss, *p6 = (const void *)&l->peer;
+	const struct sockaddr_in *a4 = (const void *)&ss, *p4 = (const void *)peer;
+	const struct sockaddr_in6 *a6 = (const void *)&ss, *p6 = (const void *)peer;
 
-	if (!l->have_peer)
-		return true;
-	if (sipd_source(irq, &ss, &len) || ss.ss_family != l->peer.ss_family)
+	if (sipd_source(irq, &ss, &len) || ss.ss_family != peer->ss_family)
 		return false;
 	if (ss.ss_family == AF_INET)
 		return a4->sin_addr.s_addr == p4->sin_addr.s_addr;
 	return ss.ss_family == AF_INET6 &&
 	       !memcmp(&a6->sin6_addr, &p6->sin6_addr, sizeof(a6->sin6_addr));
+}
+
+bool b2b_leg_from_peer(const struct leg *l, nta_incoming_t *irq)
+{
+	return !l->have_peer || b2b_from_addr(&l->peer, irq);
 }
 
 static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
@@ -310,7 +313,8 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	l->status = status;
 	if (status < 300)
 		leg_note_peer(l, orq);
-	nta_outgoing_destroy(orq);
+	/* sip lives in orq (freed at once when it came over TCP or TLS):
+	   orq is destroyed once sip is no longer read */
 	l->orq = NULL;
 	c->in_callback = true;
 	if (status < 300) {
@@ -338,6 +342,7 @@ static int leg_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 		    fork_settled(c))
 			fork_next(c);
 	}
+	nta_outgoing_destroy(orq);
 	c->in_callback = false;
 	/* a call that ended while this branch rang was waiting for this answer */
 	if (l->pending_final)

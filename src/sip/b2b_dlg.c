@@ -464,7 +464,7 @@ static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 	c->in_callback = true;
 	if (status < 300 && to->orq_method == sip_method_invite)
 		b2b_leg_ack(b2b_side_dlg(c, to->idx), sip);
-	nta_outgoing_destroy(orq);
+	/* sip lives in orq: it is destroyed once sip is no longer read */
 	to->orq = NULL;
 	if (status < 300) {
 		b2b_se_response(c, to->idx, sip);
@@ -520,6 +520,7 @@ static int side_response(nta_outgoing_magic_t *magic, nta_outgoing_t *orq,
 			b2b_call_end(c, "answered");
 		}
 	}
+	nta_outgoing_destroy(orq);
 	c->in_callback = false;
 	b2b_call_maybe_free(c);
 	return 0;
@@ -628,9 +629,11 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 	int side = b2b_side_of(c, l);
 
 	sipd_count_request(sip);
-	if (l && !b2b_leg_from_peer(l, irq)) {
+	if (l ? !b2b_leg_from_peer(l, irq) :
+	    c->have_in_src && !b2b_from_addr(&c->in_src, irq)) {
 		log_debug("call %s: %s in the dialog of %s from another address "
-			  "refused", c->id, sip->sip_request->rq_method_name, l->uri);
+			  "refused", c->id, sip->sip_request->rq_method_name,
+			  l ? l->uri : "the caller");
 		if (m == sip_method_ack) {
 			nta_incoming_destroy(irq);
 			return 0;

@@ -475,6 +475,7 @@ static struct call *call_start(struct b2b *b, nta_incoming_t *irq, const sip_t *
 	struct call *c;
 	const char *bad = sipd_unsupported(sip);
 	int status;
+	socklen_t srclen;
 
 	if (bad) {
 		sipd_reply(b->sipd, irq, SIP_420_BAD_EXTENSION,
@@ -498,6 +499,8 @@ static struct call *call_start(struct b2b *b, nta_incoming_t *irq, const sip_t *
 		return NULL;
 	}
 	c->caller_100rel = sip_has_feature(sip->sip_require, "100rel");
+	/* only this address may send requests in the caller's dialog */
+	c->have_in_src = sipd_source(irq, &c->in_src, &srclen) == 0;
 	do
 		b2b_new_id(c->id);
 	while (hmap_get(b->calls, c->id));

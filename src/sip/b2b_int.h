@@ -144,6 +144,8 @@ struct call {
 
 	nta_leg_t *in_dlg;
 	nta_incoming_t *in_irq;
+	struct sockaddr_storage in_src; /* where the caller's INVITE came from */
+	bool have_in_src;
 	struct msdp_info in_sdp;
 	char in_answer[1024];           /* our SDP towards the caller */
 	char out_offer[1024];           /* our SDP towards the branches */
@@ -200,6 +202,8 @@ int b2b_leg_invite(struct call *c, struct leg *l);
 /* Whether irq comes from the address that answered l (any port): the
    only source trusted for requests in l's dialog. True before an answer. */
 bool b2b_leg_from_peer(const struct leg *l, nta_incoming_t *irq);
+/* Whether irq comes from the address in peer (any port). */
+bool b2b_from_addr(const struct sockaddr_storage *peer, nta_incoming_t *irq);
 void b2b_leg_answer_ack(struct leg *l, const sip_t *sip);
 void b2b_cancel_role(struct call *c, enum leg_role role, const struct leg *keep);
 size_t b2b_ring_agent(struct call *c, const char *ext, enum leg_role role,

@@ -90,7 +90,7 @@ static void rec_id(const char *name, char *out, size_t size)
 	snprintf(out, size, "%.*s", (int)n, base);
 }
 
-/* The link to a recording, absolute: [api] public_url or http://listen. */
+/* The link to a recording, absolute: [api] public_url or http(s)://listen. */
 int b2b_rec_url(const struct conf *cf, const char *name, char *buf, size_t size)
 {
 	char id[B2B_REC_NAME];
@@ -106,7 +106,8 @@ int b2b_rec_url(const struct conf *cf, const char *name, char *buf, size_t size)
 			     cf->api.public_url, id);
 	}
 	else
-		n = snprintf(buf, size, "http://%s%s%s:%u/api/v1/recordings/%s",
+		n = snprintf(buf, size, "http%s://%s%s%s:%u/api/v1/recordings/%s",
+			     *cf->api.tls_cert ? "s" : "",
 			     strchr(cf->api.listen_host, ':') ? "[" : "",
 			     cf->api.listen_host,
 			     strchr(cf->api.listen_host, ':') ? "]" : "",

@@ -8,9 +8,11 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/tcp.h>          /* struct tcp_info with tcpi_bytes_received */
 
 #include <sofia-sip/msg_addr.h>
 #include <sofia-sip/nta_tport.h>
@@ -41,6 +44,10 @@
 struct sipd {
 	nta_agent_t *agent;
 	char *server;
+	su_timer_t *tmr_silent;         /* sweeps silent TCP/TLS connections */
+	int64_t idle_ms;                /* [sip] tcp_idle, 0: never */
+	uint16_t stream_ports[8];       /* our TCP and TLS listening ports */
+	size_t nstream_ports;
 	sipd_filter_h *filter;
 	void *filter_arg;
 	struct {
@@ -312,6 +319,16 @@ static void listen_url(const struct conf_listen *l, char *buf, size_t sz)
 		 v6 ? "]" : "", l->port, tpn[l->tp]);
 }
 
+/*
+ * sofia keeps a TCP or TLS connection open for ever by default, even one
+ * that never sent anything or stopped in the middle of a message: a few
+ * thousand such connections exhaust the process's descriptors.
+ */
+static unsigned tport_ms(int64_t ms)
+{
+	return ms <= 0 || ms >= UINT_MAX ? UINT_MAX : (unsigned)ms;
+}
+
 static int add_listeners(struct sipd *s, const struct conf *c,
 			 char *err, size_t errsz)
 {
@@ -329,14 +346,86 @@ static int add_listeners(struct sipd *s, const struct conf *c,
 		if (nta_agent_add_tport(s->agent, URL_STRING_MAKE(u),
 					TAG_IF(l->tp == CONF_TP_TLS,
 					       TPTAG_CERTIFICATE(tlsdir)),
+					TPTAG_IDLE(tport_ms(c->sip.tcp_idle_ms)),
+					TPTAG_TIMEOUT(tport_ms(c->sip.tcp_timeout_ms)),
 					TAG_END()) < 0) {
 			snprintf(err, errsz, "cannot listen on %s: %s", url,
 				 strerror(errno));
 			return errno ? errno : EADDRINUSE;
 		}
 		log_info("listening on %s", url);
+		if (l->tp != CONF_TP_UDP && l->port &&
+		    s->nstream_ports < sizeof(s->stream_ports) / sizeof(s->stream_ports[0]))
+			s->stream_ports[s->nstream_ports++] = l->port;
 	}
 	return 0;
+}
+
+/*
+ * sofia-sip 1.12.11 arms a connection's idle timer (TPTAG_IDLE) only after
+ * its first read or write, so a client that connects and sends nothing
+ * holds a descriptor for ever: a thousand of them exhaust the process.
+ * Such connections are found by their local port (one of our TCP or TLS
+ * listeners) and the kernel's count of bytes received (none, after
+ * tcp_idle) and shut down; sofia sees the close and frees its side.
+ */
+static bool silent_for(int fd, const struct sipd *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	struct tcp_info ti;
+	int v = 0;
+	uint16_t port;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) || v != SOCK_STREAM)
+		return false;
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) || v)
+		return false;
+	len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) ||
+	    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+		return false;
+	port = ntohs(ss.ss_family == AF_INET ?
+		     ((const struct sockaddr_in *)&ss)->sin_port :
+		     ((const struct sockaddr_in6 *)&ss)->sin6_port);
+	for (size_t i = 0; i < s->nstream_ports; i++) {
+		if (s->stream_ports[i] != port)
+			continue;
+		memset(&ti, 0, sizeof(ti));
+		len = sizeof(ti);
+		/* tcpi_bytes_received needs Linux 4.1: older ones never match */
+		return !getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) &&
+		       len >= offsetof(struct tcp_info, tcpi_bytes_received) +
+			      sizeof(ti.tcpi_bytes_received) &&
+		       ti.tcpi_state == 1 /* TCP_ESTABLISHED */ && ti.tcpi_bytes_received == 0 &&
+		       ti.tcpi_last_data_recv >= s->idle_ms;
+	}
+	return false;
+}
+
+static void sweep_silent(su_root_magic_t *magic, su_timer_t *t, su_timer_arg_t *arg)
+{
+	struct sipd *s = (struct sipd *)arg;
+	DIR *dir;
+	struct dirent *de;
+	unsigned n = 0;
+
+	(void)magic;
+	(void)t;
+	if (s->idle_ms <= 0 || !(dir = opendir("/proc/self/fd")))
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		int fd = atoi(de->d_name);
+
+		if (fd > 2 && fd != dirfd(dir) && silent_for(fd, s) &&
+		    !shutdown(fd, SHUT_RDWR))
+			n++;
+	}
+	closedir(dir);
+	if (n)
+		log_info("closed %u TCP/TLS connections silent for %lld ms", n,
+			 (long long)s->idle_ms);
 }
 
 /* Whether a bound UDP socket is one of our listeners (port 0: any port). */
@@ -382,6 +471,36 @@ static void raise_rcvbuf(const struct conf *c)
 	}
 }
 
+/*
+ * sofia listens with a backlog of 64 (its send queue size, TPORT_QUEUESIZE):
+ * a burst of connections beyond that is left half-open in the kernel and
+ * never reaches us. Listening again on the same socket only raises it.
+ */
+static void raise_backlog(const struct sipd *s)
+{
+	long max = sysconf(_SC_OPEN_MAX);
+
+	for (int fd = 3; fd < (max > 0 && max < 4096 ? max : 4096); fd++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int v = 0;
+		socklen_t vl = sizeof(v);
+		uint16_t port;
+
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) || !v ||
+		    getsockname(fd, (struct sockaddr *)&ss, &len) ||
+		    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+			continue;
+		port = ntohs(ss.ss_family == AF_INET ?
+			     ((const struct sockaddr_in *)&ss)->sin_port :
+			     ((const struct sockaddr_in6 *)&ss)->sin6_port);
+		for (size_t i = 0; i < s->nstream_ports; i++)
+			if (s->stream_ports[i] == port && listen(fd, SOMAXCONN))
+				log_warn("cannot raise a SIP listener's backlog: %s",
+					 strerror(errno));
+	}
+}
+
 int sipd_alloc(struct sipd **sp, su_root_t *root, const struct conf *conf,
 	       char *err, size_t errsz)
 {
@@ -408,6 +527,12 @@ int sipd_alloc(struct sipd **sp, su_root_t *root, const struct conf *conf,
 	if (e)
 		goto out;
 	raise_rcvbuf(conf);
+	raise_backlog(s);
+	if (s->nstream_ports) {
+		s->tmr_silent = su_timer_create(su_root_task(root), 1000);
+		if (s->tmr_silent)
+			su_timer_set_for_ever(s->tmr_silent, sweep_silent, s);
+	}
 	sipd_reload(s, conf);
 out:
 	if (e) {
@@ -422,6 +547,7 @@ struct sipd *sipd_free(struct sipd *s)
 {
 	if (!s)
 		return NULL;
+	su_timer_destroy(s->tmr_silent);
 	if (s->agent)
 		nta_agent_destroy(s->agent);
 	free(s->server);
@@ -433,6 +559,7 @@ void sipd_reload(struct sipd *s, const struct conf *conf)
 {
 	free(s->server);
 	s->server = *conf->sip.server ? strdup(conf->sip.server) : NULL;
+	s->idle_ms = conf->sip.tcp_idle_ms;
 }
 
 void sipd_handle(struct sipd *s, sip_method_t method, sipd_request_h *h,
