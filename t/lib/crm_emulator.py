@@ -5,7 +5,7 @@ Runs in a thread of the test process, on a free loopback port.
 Events: every POST is kept in .events as (signature header, raw body), and
 parsed in .received as dicts with "_sig_ok" (the X-Sipcrm-Signature is the
 HMAC-SHA256 of the raw body with the secret). .events_status is the status
-answered to POSTs (200; set 500 to refuse them). stop() and start() take it
+answered to POSTs (200; set 500 to refuse them), after .events_delay s. stop() and start() take it
 down and bring it back on the same port.
 
 Run as a program (for bench/): crm_emulator.py --port N [--secret S]
@@ -38,6 +38,7 @@ class CrmEmulator:
         self.received = []              # parsed events, with "_sig_ok"
         self.aborted = []               # call_id of lookups the client gave up
         self.events_status = 200
+        self.events_delay = 0.0         # seconds before answering a POST
         self.port = port
         self.server = None
         self.start()
@@ -128,6 +129,8 @@ class CrmEmulator:
                 n = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(n)
                 sig = self.headers.get("X-Sipcrm-Signature")
+                if emu.events_delay:
+                    time.sleep(emu.events_delay)
                 status = emu.events_status
                 if status == 200:
                     emu.events.append((sig, raw))
