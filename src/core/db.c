@@ -81,6 +81,7 @@ struct db {
 	su_root_t *root;
 	su_timer_t *commit_tmr;
 	bool in_tx;
+	bool failing;                   /* the last commit failed (logged once) */
 	struct db_stmt_slot stmts[STMT_CACHE];
 	size_t nstmts;
 	struct {
@@ -154,6 +155,19 @@ static int migrate(struct db *db, char *err, size_t errsz)
 	return 0;
 }
 
+/*
+ * Checkpoints like sqlite's own auto-checkpoint, but never makes a COMMIT
+ * that succeeded report the checkpoint's failure (e.g. a full disk), so
+ * the commit hooks learn the truth about the transaction.
+ */
+static int wal_hook(void *arg, sqlite3 *h, const char *name, int pages)
+{
+	(void)arg;
+	if (pages >= 1000)
+		sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	return SQLITE_OK;
+}
+
 static void commit_timer(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 {
 	(void)m;
@@ -190,6 +204,7 @@ int db_open(struct db **dbp, const char *path, su_root_t *root,
 	e = migrate(db, err, errsz);
 	if (e)
 		goto out;
+	sqlite3_wal_hook(db->h, wal_hook, NULL);
 	if (root) {
 		db->root = root;
 		db->commit_tmr = su_timer_create(su_root_task(root), 0);
@@ -274,13 +289,23 @@ int db_flush(struct db *db)
 	db->in_tx = false;
 	if (db->commit_tmr)
 		su_timer_reset(db->commit_tmr);
-	if (db_exec(db, "COMMIT")) {
-		/* the batch is lost only on a full or broken disk: say so */
+	if (sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		/* a full or broken disk: the batch is lost, except what its
+		   hooks keep (the outbox keeps its events); said once */
+		if (!db->failing)
+			log_err("cannot write the database: %s (logged once until "
+				"it works again)", sqlite3_errmsg(db->h));
+		db->failing = true;
 		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+		for (size_t i = 0; i < db->nhooks; i++)
+			db->hooks[i].h(db->hooks[i].arg, EIO);
 		return EIO;
 	}
+	if (db->failing)
+		log_info("the database can be written again");
+	db->failing = false;
 	for (size_t i = 0; i < db->nhooks; i++)
-		db->hooks[i].h(db->hooks[i].arg);
+		db->hooks[i].h(db->hooks[i].arg, 0);
 	return 0;
 }
 
