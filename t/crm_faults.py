@@ -11,6 +11,7 @@ seq 1..n, exactly once after de-duplication by id."""
 import glob
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -129,6 +130,22 @@ for mode, start, end, peak in phases:
     else:
         t.ok(mx <= bound, "CRM up: every call within lookup_timeout + %d ms (max %.0f ms)"
              % (MARGIN_MS, mx))
+# the same on sipcrmd's own clock: the INVITE in to the fallback's INVITE
+# out ("fork 0 rings"), from its log, which has milliseconds
+inv, fwd = {}, []
+for line in d.log().splitlines():
+    m = re.match(r"\S+T(\d+):(\d+):([\d.]+)Z .*call (\w+):? (inbound|fork 0 rings)", line)
+    if m:
+        tm = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+        if m.group(5) == "inbound":
+            inv[m.group(4)] = tm
+        elif m.group(4) in inv:
+            fwd.append(round((tm - inv.pop(m.group(4))) * 1000))
+fwd.sort()
+t.eq(len(fwd), total, "every call's INVITE reached the fallback")
+t.ok(fwd and fwd[-1] <= LOOKUP_MS + 10, "in sipcrmd, INVITE in to the fallback's INVITE out "
+     "within lookup_timeout + 10 ms (p50 %s ms, max %s ms)"
+     % (fwd[len(fwd) // 2] if fwd else None, fwd[-1] if fwd else None))
 peak = max(p[3] for p in phases)
 t.ok(peak - base_rss <= RSS_BOUND_KB, "RSS bounded: %d MiB at the start, peak %d MiB"
      % (base_rss >> 10, peak >> 10))
