@@ -19,10 +19,11 @@ static char dir[] = "/tmp/sipcrm-db-XXXXXX";
 static char err[512];
 static int commits;
 
-static void on_commit(void *arg)
+static void on_commit(void *arg, int e)
 {
 	(void)arg;
-	commits++;
+	if (!e)
+		commits++;
 }
 
 static const char *pragma_text(struct db *db, const char *sql)

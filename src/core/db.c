@@ -106,6 +106,7 @@ struct db {
 	int commit_idx;                 /* su_root_register() index, 0: none */
 	bool in_tx;
 	int64_t last_commit_ms;         /* clk_mono_ms() of the last commit */
+	bool failing;                   /* the last commit failed (logged once) */
 	struct db_stmt_slot stmts[STMT_CACHE];
 	size_t nstmts;
 	struct {
@@ -184,6 +185,19 @@ static int migrate(struct db *db, char *err, size_t errsz)
 		log_info("database migrated to schema %d", v + 1);
 	}
 	return 0;
+}
+
+/*
+ * Checkpoints like sqlite's own auto-checkpoint, but never makes a COMMIT
+ * that succeeded report the checkpoint's failure (e.g. a full disk), so
+ * the commit hooks learn the truth about the transaction.
+ */
+static int wal_hook(void *arg, sqlite3 *h, const char *name, int pages)
+{
+	(void)arg;
+	if (pages >= 1000)
+		sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	return SQLITE_OK;
 }
 
 static int commit_due(su_root_magic_t *m, su_wait_t *w, su_wakeup_arg_t *arg)
@@ -333,6 +347,10 @@ int db_open(struct db **dbp, const char *path, su_root_t *root,
 		e = commit_timer_init(db, root);
 	if (!e && root)
 		ckpt_start(db, path);
+	/* without the checkpointer thread (no loop, or it could not start),
+	   sqlite checkpoints on commit, through our hook */
+	if (!e && !db->ck.running)
+		sqlite3_wal_hook(db->h, wal_hook, NULL);
 out:
 	if (e) {
 		db_close(db);
@@ -415,13 +433,23 @@ int db_flush(struct db *db)
 	db->in_tx = false;
 	db->last_commit_ms = clk_mono_ms();
 	commit_arm(db, 0);
-	if (db_exec(db, "COMMIT")) {
-		/* the batch is lost only on a full or broken disk: say so */
+	if (sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		/* a full or broken disk: the batch is lost, except what its
+		   hooks keep (the outbox keeps its events); said once */
+		if (!db->failing)
+			log_err("cannot write the database: %s (logged once until "
+				"it works again)", sqlite3_errmsg(db->h));
+		db->failing = true;
 		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+		for (size_t i = 0; i < db->nhooks; i++)
+			db->hooks[i].h(db->hooks[i].arg, EIO);
 		return EIO;
 	}
+	if (db->failing)
+		log_info("the database can be written again");
+	db->failing = false;
 	for (size_t i = 0; i < db->nhooks; i++)
-		db->hooks[i].h(db->hooks[i].arg);
+		db->hooks[i].h(db->hooks[i].arg, 0);
 	return 0;
 }
 

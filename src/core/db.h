@@ -41,10 +41,11 @@ void db_tx(struct db *db);
 int db_flush(struct db *db);
 
 /*
- * Runs after each successful commit (e.g. to wake the outbox sender).
+ * Runs after each commit with err 0 (e.g. to wake the outbox sender), or
+ * EIO after a commit that failed and was rolled back (e.g. a full disk).
  * h NULL removes the hook registered with arg.
  */
-typedef void (db_commit_h)(void *arg);
+typedef void (db_commit_h)(void *arg, int err);
 void db_on_commit(struct db *db, db_commit_h *h, void *arg);
 
 /* The schema version this build writes. */

@@ -43,10 +43,21 @@ struct oq {
 	struct crm_delivery *d;
 };
 
+/*
+ * An event on its way into sqlite: inserted in the open transaction
+ * (staged, id set) or waiting for the database to take it again
+ * (unstored: its insert or the commit that held it failed, e.g. on a full
+ * disk). Both keep the body until the commit succeeds.
+ */
 struct staged {
 	int64_t id;
 	char key[64];
+	char *body;
+	size_t len;
+	int64_t created;
 };
+
+#define UNSTORED_MAX_BYTES (16u << 20)  /* memory for events sqlite refused */
 
 struct outbox {
 	struct crm *crm;
@@ -58,12 +69,16 @@ struct outbox {
 	su_timer_t *tick, *kick;
 	struct staged *staged;          /* added, not committed yet */
 	size_t nstaged, capstaged;
+	struct staged *unstored;        /* refused by sqlite, oldest first */
+	size_t nunstored, capunstored, unstored_bytes;
+	bool storing;                   /* retrying the unstored ones */
 	size_t inflight;
 	size_t depth;
 	int64_t last_warn;
 };
 
 static struct metric *m_depth, *m_delivered, *m_retried, *m_dead, *m_added;
+static struct metric *m_unstored, *m_lost;
 
 static void pump(struct outbox *o);
 
@@ -315,6 +330,8 @@ static void pump(struct outbox *o)
 		}
 }
 
+static void store_unstored(struct outbox *o);
+
 static void on_tick(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 {
 	struct outbox *o = (struct outbox *)arg;
@@ -323,6 +340,7 @@ static void on_tick(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 
 	(void)m;
 	(void)t;
+	store_unstored(o);
 	while (*pp) {
 		struct oq *q = *pp;
 
@@ -345,14 +363,140 @@ static void on_kick(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
 	pump((struct outbox *)arg);
 }
 
-/* After a commit: the staged rows are durable and may be sent. */
-static void on_commit(void *arg)
+/* ---- storing ----------------------------------------------------------------------- */
+
+static int st_reserve(struct staged **a, size_t n, size_t *cap, size_t more)
+{
+	size_t c = *cap ? *cap : 64;
+	struct staged *x;
+
+	if (n + more <= *cap)
+		return 0;
+	while (c < n + more)
+		c *= 2;
+	x = realloc(*a, c * sizeof(*x));
+	if (!x)
+		return ENOMEM;
+	*a = x;
+	*cap = c;
+	return 0;
+}
+
+/*
+ * Inserts s in the open transaction and stages it (taking its body), or
+ * returns EIO/ENOMEM and leaves s to the caller.
+ */
+static int stage(struct outbox *o, struct staged *s)
+{
+	sqlite3_stmt *st;
+	int e = 0;
+
+	if (st_reserve(&o->staged, o->nstaged, &o->capstaged, 1))
+		return ENOMEM;
+	st = db_stmt(o->db, "INSERT INTO outbox (okey, body, created) VALUES (?, ?, ?)");
+	if (!st)
+		return EIO;
+	db_tx(o->db);
+	sqlite3_bind_text(st, 1, s->key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, s->body, (int)s->len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, s->created);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		e = EIO;
+	}
+	else {
+		s->id = sqlite3_last_insert_rowid(db_handle(o->db));
+		o->staged[o->nstaged++] = *s;
+	}
+	sqlite3_reset(st);
+	return e;
+}
+
+static void lost(struct outbox *o, struct staged *s, const char *why)
+{
+	int64_t now = clk_mono_ms();
+
+	metrics_inc(m_lost);
+	if (now - o->last_warn >= 10000) {
+		o->last_warn = now;
+		log_err("event of %s lost: %s", s->key, why);
+	}
+	free(s->body);
+}
+
+/* Keeps s (and its body) until sqlite takes it; bounded. */
+static void keep_unstored(struct outbox *o, struct staged *s)
+{
+	if (o->unstored_bytes + s->len > UNSTORED_MAX_BYTES ||
+	    st_reserve(&o->unstored, o->nunstored, &o->capunstored, 1)) {
+		lost(o, s, "the database refuses events and too many wait in memory");
+		return;
+	}
+	if (!o->storing)
+		log_err("the database refuses events (%s): keeping them in memory "
+			"until it takes them again", sqlite3_errmsg(db_handle(o->db)));
+	o->storing = true;
+	o->unstored[o->nunstored++] = *s;
+	o->unstored_bytes += s->len;
+	metrics_gauge_add(m_unstored, 1);
+}
+
+/* Tries again to insert the events sqlite refused, oldest first. */
+static void store_unstored(struct outbox *o)
+{
+	size_t i = 0, bytes = 0;
+
+	while (i < o->nunstored && !stage(o, &o->unstored[i])) {
+		bytes += o->unstored[i].len;
+		i++;
+	}
+	if (!i)
+		return;
+	memmove(o->unstored, o->unstored + i, (o->nunstored - i) * sizeof(*o->unstored));
+	o->nunstored -= i;
+	o->unstored_bytes -= bytes;
+	metrics_gauge_add(m_unstored, -(int64_t)i);
+}
+
+/*
+ * After a commit: the staged rows are durable and may be sent. After a
+ * failed one they were rolled back: they wait in memory, before any event
+ * added since, and are inserted again on a later tick.
+ */
+static void on_commit(void *arg, int err)
 {
 	struct outbox *o = arg;
 
+	if (err && o->nstaged) {
+		if (st_reserve(&o->unstored, o->nunstored, &o->capunstored, o->nstaged)) {
+			for (size_t i = 0; i < o->nstaged; i++)
+				lost(o, &o->staged[i], "out of memory");
+		}
+		else {
+			if (!o->storing)
+				log_err("events not stored (the commit failed): keeping "
+					"them in memory until the database takes them");
+			o->storing = true;
+			memmove(o->unstored + o->nstaged, o->unstored,
+				o->nunstored * sizeof(*o->unstored));
+			for (size_t i = 0; i < o->nstaged; i++) {
+				o->unstored[i] = o->staged[i];
+				o->unstored[i].id = 0;
+				o->unstored_bytes += o->staged[i].len;
+			}
+			o->nunstored += o->nstaged;
+			metrics_gauge_add(m_unstored, (int64_t)o->nstaged);
+		}
+		o->nstaged = 0;
+		return;
+	}
+	if (err)
+		return;
 	for (size_t i = 0; i < o->nstaged; i++) {
 		struct oq *q = oq_get(o, o->staged[i].key);
 
+		free(o->staged[i].body);
+		o->depth++;
+		metrics_gauge_add(m_depth, 1);
 		if (!q || oq_push(q, o->staged[i].id)) {
 			/* still in sqlite: the next start sends it */
 			log_err("out of memory: event %lld waits for a restart",
@@ -362,6 +506,10 @@ static void on_commit(void *arg)
 		make_ready(o, q);
 	}
 	o->nstaged = 0;
+	if (o->storing && !o->nunstored) {
+		o->storing = false;
+		log_info("the database takes events again; none was lost");
+	}
 	pump(o);
 }
 
@@ -369,40 +517,19 @@ static void on_commit(void *arg)
 
 int outbox_add(struct outbox *o, const char *key, const char *body, size_t len)
 {
-	sqlite3_stmt *st = db_stmt(o->db, "INSERT INTO outbox (okey, body, created) "
-				   "VALUES (?, ?, ?)");
-	int e = 0;
+	struct staged s = { .len = len, .created = clk_wall_ms() };
 
-	if (!st)
-		return EIO;
-	if (o->nstaged == o->capstaged) {
-		size_t cap = o->capstaged ? o->capstaged * 2 : 64;
-		struct staged *s = realloc(o->staged, cap * sizeof(*s));
-
-		if (!s)
-			return ENOMEM;
-		o->staged = s;
-		o->capstaged = cap;
-	}
-	db_tx(o->db);
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, body, (int)len, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, clk_wall_ms());
-	if (sqlite3_step(st) != SQLITE_DONE) {
-		log_err("event not stored: %s", sqlite3_errmsg(db_handle(o->db)));
-		e = EIO;
-	}
-	else {
-		struct staged *s = &o->staged[o->nstaged++];
-
-		s->id = sqlite3_last_insert_rowid(db_handle(o->db));
-		snprintf(s->key, sizeof(s->key), "%s", key);
-		o->depth++;
-		metrics_gauge_add(m_depth, 1);
-		metrics_inc(m_added);
-	}
-	sqlite3_reset(st);
-	return e;
+	s.body = malloc(len + 1);
+	if (!s.body)
+		return ENOMEM;
+	memcpy(s.body, body, len);
+	s.body[len] = '\0';
+	snprintf(s.key, sizeof(s.key), "%s", key);
+	metrics_inc(m_added);
+	/* behind those already waiting, so that a key's order holds */
+	if (o->nunstored || stage(o, &s))
+		keep_unstored(o, &s);
+	return 0;
 }
 
 void outbox_kick(struct outbox *o)
@@ -462,7 +589,14 @@ int outbox_alloc(struct outbox **op, struct crm *crm, struct db *db, su_root_t *
 				    "delivery attempts that failed and will be retried", NULL);
 	m_dead = metrics_counter("sipcrm_events_dead_total",
 				 "events given up after [crm] event_retry", NULL);
+	m_unstored = metrics_gauge("sipcrm_events_unstored",
+				   "events the database refused (e.g. a full disk), kept in "
+				   "memory to be stored again", NULL);
+	m_lost = metrics_counter("sipcrm_events_lost_total",
+				 "events dropped because the database refused them and "
+				 "the memory for them was full", NULL);
 	metrics_set(m_depth, 0);
+	metrics_set(m_unstored, 0);
 	e = hmap_alloc(&o->keys, 256);
 	if (!e)
 		e = load(o);
@@ -508,7 +642,15 @@ struct outbox *outbox_free(struct outbox *o)
 	}
 	su_timer_destroy(o->tick);
 	su_timer_destroy(o->kick);
+	/* staged rows are still committed by db_close */
+	for (size_t i = 0; i < o->nstaged; i++)
+		free(o->staged[i].body);
+	if (o->nunstored)
+		log_err("%zu events the database refused are lost", o->nunstored);
+	for (size_t i = 0; i < o->nunstored; i++)
+		free(o->unstored[i].body);
 	free(o->staged);
+	free(o->unstored);
 	free(o);
 	return NULL;
 }

@@ -20,6 +20,7 @@
 
 #define LOG_MODULE "b2b"
 #include "log.h"
+#include "db.h"
 #include "conf.h"
 #include "sip/b2b.h"
 #include "sip/b2b_int.h"
@@ -661,16 +662,25 @@ int b2b_in_dialog(struct call *c, struct leg *l, nta_incoming_t *irq,
 		sipd_reply(c->b2b->sipd, irq, SIP_481_NO_TRANSACTION, TAG_END());
 		return 481;
 	case sip_method_bye:
-		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
-		if (b2b_xfer_bye(c, l))
-			return 200;     /* the transferor left: the transfer goes on */
+		if (b2b_xfer_bye(c, l)) {
+			/* the transferor left: the transfer goes on */
+			sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
+			return 200;
+		}
 		if (side == SIDE_IN && c->winner)
 			b2b_send_bye(c, c->winner->dlg);
 		else if (l != NULL && l == c->winner && c->in_dlg)
 			b2b_send_bye(c, c->in_dlg);
-		else if (side == SIDE_OUT && l != c->winner)
-			return 200;     /* a lost branch hanging up: not the call */
+		else if (side == SIDE_OUT && l != c->winner) {
+			/* a lost branch hanging up: not the call */
+			sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
+			return 200;
+		}
 		b2b_call_end(c, c->state >= CALL_ANSWERED ? "answered" : "cancelled");
+		/* the CDR row and call.ended are committed before the 200 tells
+		   the caller the call is over: a crash after it loses neither */
+		db_flush(c->b2b->db);
+		sipd_reply(c->b2b->sipd, irq, SIP_200_OK, TAG_END());
 		return 200;
 	case sip_method_invite:
 	case sip_method_update:

@@ -409,6 +409,7 @@ static int late_offer(struct call *c)
 
 static int setup_media(struct call *c, const sip_t *sip)
 {
+	int e;
 
 	if (!sip->sip_payload || !sip->sip_payload->pl_len)
 		return late_offer(c);
@@ -430,9 +431,11 @@ static int setup_media(struct call *c, const sip_t *sip)
 		b2b_log_sdp(c, "an offer without the SRTP it needs", sip);
 		return 488;
 	}
-	if (media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in) ||
-	    media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))
+	if ((e = media_ep_alloc(c->b2b->media, &c->ep_in, &c->port_in)) ||
+	    (e = media_ep_alloc(c->b2b->media, &c->ep_out, &c->port_out))) {
+		log_warn("call %s: no media ports: %s", c->id, strerror(e));
 		return 503;
+	}
 	if (b2b_build_answer(c, SIDE_IN, &c->in_sdp, msdp_answer_mode(c->in_sdp.mode)))
 		return 500;
 	b2b_apply_peer(c, SIDE_IN, &c->in_sdp);

@@ -5,7 +5,7 @@ Runs in a thread of the test process, on a free loopback port.
 Events: every POST is kept in .events as (signature header, raw body), and
 parsed in .received as dicts with "_sig_ok" (the X-Sipcrm-Signature is the
 HMAC-SHA256 of the raw body with the secret). .events_status is the status
-answered to POSTs (200; set 500 to refuse them). stop() and start() take it
+answered to POSTs (200; set 500 to refuse them), after .events_delay s. stop() and start() take it
 down and bring it back on the same port.
 
 Run as a program (for bench/): crm_emulator.py --port N [--secret S]
@@ -23,10 +23,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class CrmEmulator:
-    # failure modes for lookups: None (answer), "500", "garbage" (200 with a
-    # body that is not JSON), "huge" (200 with 2 MiB), "hang" (no answer for
-    # 10 s), "drip" (200, then a byte every 0.2 s), "close" (no answer at all)
-    MODES = (None, "500", "garbage", "huge", "hang", "drip", "close")
+    # failure modes for lookups (.mode) and events (.events_mode): None
+    # (answer), "500", "garbage" (200 with a body that is not JSON), "huge"
+    # (200 with 2 MiB), "huge50" (200 with 50 MiB), "hang" (no answer for
+    # 10 s), "drip" (200, then a byte every 0.2 s), "close" (no answer at
+    # all), "midbody" (200 announcing 1000 bytes, 100 sent, then closed).
+    # An event POST in a mode other than "500" and "close" is recorded as
+    # received (the CRM took it; its answer failed), so it may come again.
+    MODES = (None, "500", "garbage", "huge", "huge50", "hang", "drip", "close",
+             "midbody")
 
     def __init__(self, secret="crm-secret", delay=0.0, port=0):
         self.secret = secret
@@ -38,6 +43,9 @@ class CrmEmulator:
         self.received = []              # parsed events, with "_sig_ok"
         self.aborted = []               # call_id of lookups the client gave up
         self.events_status = 200
+        self.events_delay = 0.0         # seconds before answering a POST
+        self.events_mode = None         # a failure mode for POSTs
+        self.requests = 0               # HTTP requests of any kind
         self.port = port
         self.server = None
         self.start()
@@ -55,6 +63,7 @@ class CrmEmulator:
                 pass
 
             def do_GET(self):
+                emu.requests += 1
                 u = urllib.parse.urlparse(self.path)
                 q = dict(urllib.parse.parse_qsl(u.query))
                 emu.lookups.append((time.time(), q, self.headers.get("Authorization")))
@@ -105,6 +114,26 @@ class CrmEmulator:
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return True
+                    if mode == "huge50":
+                        n = 50 << 20
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(n))
+                        self.end_headers()
+                        chunk = b"[" + b" " * ((1 << 20) - 1)
+                        for _ in range(n // len(chunk)):
+                            self.wfile.write(chunk)
+                        return True
+                    if mode == "midbody":
+                        self.close_connection = True
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", "1000")
+                        self.end_headers()
+                        self.wfile.write(b'{"contact": {"id": "c-1", ' + b" " * 74)
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return True
                     body = {"garbage": b"{not json", "huge": b"x" * (2 << 20),
                             "drip": b"{" + b" " * 100}.get(mode)
                     if body is None:
@@ -120,24 +149,28 @@ class CrmEmulator:
                             time.sleep(0.2)
                     else:
                         self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    self.close_connection = True
                 return True
 
             def do_POST(self):
+                emu.requests += 1
                 n = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(n)
                 sig = self.headers.get("X-Sipcrm-Signature")
+                if emu.events_delay:
+                    time.sleep(emu.events_delay)
+                mode = emu.events_mode
+                if mode:
+                    if mode not in ("500", "close"):
+                        emu.events.append((sig, raw))
+                        emu.record(sig, raw)
+                    self.failure(mode)
+                    return
                 status = emu.events_status
                 if status == 200:
                     emu.events.append((sig, raw))
-                    try:
-                        ev = json.loads(raw)
-                        if isinstance(ev, dict):
-                            ev["_sig_ok"] = emu.verify(sig, raw)
-                            emu.received.append(ev)
-                    except ValueError:
-                        pass
+                    emu.record(sig, raw)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -147,6 +180,15 @@ class CrmEmulator:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def record(self, sig, raw):
+        try:
+            ev = json.loads(raw)
+            if isinstance(ev, dict):
+                ev["_sig_ok"] = self.verify(sig, raw)
+                self.received.append(ev)
+        except ValueError:
+            pass
 
     def of_call(self, call_id):
         """The events received for one call, de-duplicated by id, in arrival order."""
