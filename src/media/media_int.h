@@ -298,6 +298,13 @@ void media_event_post(struct media *m, const struct media_event *ev);
 void media_rtp_init(struct media *m);
 /* One readable socket of e (NULL: stale event, ignored). */
 void media_rtp_input(struct media *m, struct media_ep *e, int rtcp);
+/*
+ * The n datagrams (n <= 0: none) already in m->rx, as media_rtp_input
+ * reads them from e's RTP or RTCP socket: msg[i].msg_len, msg_flags,
+ * src[i] and msg_namelen tell each one's length, truncation and source.
+ * t/fuzz/fuzz_rtp fills the batch itself, without a socket.
+ */
+void media_rtp_batch(struct media *m, struct media_ep *e, int rtcp, int n);
 /* Recomputes how packets arriving on e are forwarded to its partner. */
 void media_rtp_fwd(struct media_ep *e);
 /* Ends e's bridge, if any; both sides go silent. */

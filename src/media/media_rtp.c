@@ -333,10 +333,10 @@ static struct media_ep *relay_target(struct media_ep *x)
 	return media_can_send(y) && !media_dtmf_busy(y) ? y : NULL;
 }
 
-static void input_rtp(struct media *m, struct media_ep *x)
+static void batch_rtp(struct media *m, struct media_ep *x, int n)
 {
 	struct media_ep *y = relay_target(x);
-	int n = rx_batch(m, x->fd[0]), ntx = 0;
+	int ntx = 0;
 	size_t hlen, plen, len = 0;
 
 	for (int i = 0; i < n; i++) {
@@ -389,10 +389,10 @@ static bool rtcp_accept(struct media_ep *x, struct mmsghdr *h, uint8_t *p,
 
 /* RTCP is relayed as it is (but for SRTCP), whenever the partner has a
  * peer (RFC 3264: even on hold). It counts only towards the failures. */
-static void input_rtcp(struct media *m, struct media_ep *x)
+static void batch_rtcp(struct media *m, struct media_ep *x, int n)
 {
 	struct media_ep *y = x->other && x->other->has_peer ? x->other : NULL;
-	int n = rx_batch(m, x->fd[1]), ntx = 0;
+	int ntx = 0;
 	size_t len = 0;
 
 	for (int i = 0; i < n; i++) {
@@ -413,14 +413,19 @@ static void input_rtcp(struct media *m, struct media_ep *x)
 	}
 }
 
+void media_rtp_batch(struct media *m, struct media_ep *e, int rtcp, int n)
+{
+	if (rtcp)
+		batch_rtcp(m, e, n);
+	else
+		batch_rtp(m, e, n);
+}
+
 void media_rtp_input(struct media *m, struct media_ep *e, int rtcp)
 {
 	if (!e)
 		return;
-	if (rtcp)
-		input_rtcp(m, e);
-	else
-		input_rtp(m, e);
+	media_rtp_batch(m, e, rtcp, rx_batch(m, e->fd[rtcp ? 1 : 0]));
 }
 
 /* ---- media timeout ---------------------------------------------------------------- */
