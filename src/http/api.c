@@ -56,6 +56,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "api.h"
+#include "api_test.h"
 
 #define API_MAX_BODY      (1024 * 1024)  /* bytes; larger bodies get 413 */
 #define API_MAX_DISCARD   (8 * API_MAX_BODY) /* then the connection closes */
@@ -130,6 +131,10 @@ struct api_req {
 	 */
 	unsigned fail;                  /* 413 or 500, 0: none */
 	size_t dropped;
+	/* api_test_request(): no connection; conn is NULL */
+	const struct api_test_req *test;
+	char **test_args;               /* decoded name, value, ..., NULL */
+	unsigned test_status;           /* the answer queued, 0: none */
 };
 
 /* ---- small helpers ---- */
@@ -304,7 +309,9 @@ static int send_response(struct api_req *r, unsigned status,
 		err = EINVAL;           /* bad ctype (CR/LF) or out of memory */
 		goto out;
 	}
-	if (MHD_queue_response(r->conn, status, resp) != MHD_YES) {
+	if (r->test)
+		r->test_status = status;
+	else if (MHD_queue_response(r->conn, status, resp) != MHD_YES) {
 		log_warn("%s %s: cannot queue %u", r->method,
 			 log_safe(r->path, pbuf, sizeof(pbuf)), status);
 		err = EIO;
@@ -537,13 +544,25 @@ const char *api_req_patharg(const struct api_req *r, unsigned idx)
 	return idx < r->nargs ? r->args[idx] : NULL;
 }
 
+static const char *test_value(const char *const *kv, const char *name)
+{
+	for (; kv && kv[0] && kv[1]; kv += 2)
+		if (!strcasecmp(kv[0], name))
+			return kv[1];
+	return NULL;
+}
+
 const char *api_req_query(const struct api_req *r, const char *name)
 {
+	if (r->test)
+		return test_value((const char *const *)r->test_args, name);
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
 const char *api_req_header(const struct api_req *r, const char *name)
 {
+	if (r->test)
+		return test_value(r->test->headers, name);
 	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
@@ -576,6 +595,9 @@ static struct api_req *req_free(struct api_req *r)
 	if (!r)
 		return NULL;
 	json_decref(r->json);
+	for (size_t i = 0; r->test_args && r->test_args[i]; i++)
+		free(r->test_args[i]);
+	free(r->test_args);
 	free(r->body);
 	free(r->segs.buf);
 	free(r->path);
@@ -751,6 +773,31 @@ static enum MHD_Result req_abort(const struct api_req *r)
 	return MHD_NO;
 }
 
+/* Call 2 as MHD makes it: MHD_NO closes the connection. */
+static enum MHD_Result req_upload(struct api_req *r, const char *data, size_t n)
+{
+	if (r->replied)
+		return MHD_YES;
+	if (!r->fail)
+		req_append(r, data, n);
+	else if ((r->dropped += n) > API_MAX_DISCARD)
+		return req_abort(r);
+	return MHD_YES;
+}
+
+/* Call 3 as MHD makes it. */
+static void req_end(struct api_req *r)
+{
+	if (r->replied)
+		return;
+	if (r->fail == 413)
+		reply_error_hdr(r, 413, NULL, NULL, "request too large");
+	else if (r->fail)
+		reply_error_hdr(r, 500, NULL, NULL, "out of memory");
+	else
+		req_dispatch(r);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c,
 				 const char *url, const char *method,
 				 const char *version, const char *upload_data,
@@ -772,22 +819,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c,
 		size_t n = *upload_size;
 
 		*upload_size = 0;       /* consumed, or dropped */
-		if (r->replied)
-			return MHD_YES;
-		if (!r->fail)
-			req_append(r, upload_data, n);
-		else if ((r->dropped += n) > API_MAX_DISCARD)
-			return req_abort(r);
-		return MHD_YES;
+		return req_upload(r, upload_data, n);
 	}
-	if (r->replied)
-		return MHD_YES;
-	if (r->fail == 413)
-		reply_error_hdr(r, 413, NULL, NULL, "request too large");
-	else if (r->fail)
-		reply_error_hdr(r, 500, NULL, NULL, "out of memory");
-	else
-		req_dispatch(r);
+	req_end(r);
 	return MHD_YES;
 }
 
@@ -1157,4 +1191,90 @@ out:
 	free(rt->method);
 	free(rt);
 	return err;
+}
+
+/* ---- requests without a connection (api_test.h) ---- */
+
+int api_test_alloc(struct api **ap, const char *token)
+{
+	struct api *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return ENOMEM;
+	a->rtail = &a->routes;
+	a->token = strdup(token ? token : "");
+	if (!a->token) {
+		api_free(a);
+		return ENOMEM;
+	}
+	register_metrics(a);
+	*ap = a;
+	return 0;
+}
+
+/* "a=1&b=%20" into decoded name, value pairs, as MHD splits a query. */
+static char **test_args(const char *query)
+{
+	size_t n = 1;
+	char **kv, *q, *save = NULL;
+
+	for (const char *p = query; *p; p++)
+		n += *p == '&';
+	kv = calloc(2 * n + 1, sizeof(*kv));
+	q = strdup(query);
+	if (!kv || !q) {
+		free(kv);
+		free(q);
+		return NULL;
+	}
+	n = 0;
+	for (char *f = strtok_r(q, "&", &save); f; f = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(f, '=');
+
+		if (eq)
+			*eq = '\0';
+		kv[n] = strdup(f);
+		kv[n + 1] = strdup(eq ? eq + 1 : "");
+		if (!kv[n] || !kv[n + 1]) {
+			free(kv[n]);
+			free(kv[n + 1]);
+			kv[n] = NULL;
+			break;
+		}
+		MHD_http_unescape(kv[n]);
+		MHD_http_unescape(kv[n + 1]);
+		n += 2;
+	}
+	free(q);
+	return kv;
+}
+
+unsigned api_test_request(struct api *a, const struct api_test_req *t)
+{
+	struct api_req *r;
+	unsigned status;
+	bool closed = false;
+
+	if (req_alloc(&r, a, NULL, t->method, t->path))
+		return 0;
+	r->test = t;
+	if (t->query && !(r->test_args = test_args(t->query))) {
+		req_free(r);
+		return 0;
+	}
+	req_begin(r);
+	for (size_t k = 0; k < (t->repeat ? t->repeat : 1) && !closed; k++) {
+		for (size_t off = 0; off < t->body_len && !closed;) {
+			size_t n = t->chunk && t->chunk < t->body_len - off ? t->chunk :
+				   t->body_len - off;
+
+			closed = req_upload(r, t->body + off, n) != MHD_YES;
+			off += n;
+		}
+	}
+	if (!closed)
+		req_end(r);
+	status = r->test_status;
+	req_free(r);
+	return status;
 }
