@@ -6,7 +6,7 @@
     t/fuzz/make_seeds.py --small OUTDIR    the small set committed in
                                            t/fuzz/seeds/ (about 250 files)
 
-Writes OUTDIR/{sip,sdp,conf,normalize,digest}/, one input per file, named
+Writes OUTDIR/{sip,sdp,conf,normalize,digest,crm,rtp,http}/, one input per file, named
 by where it came from; identical inputs are written once. The input
 formats are the harnesses' (see the comment at the top of each
 t/fuzz/fuzz_*.c):
@@ -22,6 +22,12 @@ t/fuzz/fuzz_*.c):
              t/crm_normalize.c and the From users of the PROTOS cases.
   digest     control bytes, then Authorization values: hand-made ones that
              reach each verdict, and those of the SIP seeds.
+  crm        lookups and deliveries answered as the CRM emulators of t/lib/
+             answer (found, not found, rate limits, errors, garbage).
+  rtp        RTP, RTCP, SRTP (right and forged), RFC 4733 events, ticks,
+             holds, from the peer and from strangers.
+  http       the API's requests: health, metrics, routes with "*"
+             segments, tokens, size limits, chunked bodies, the webhooks.
 """
 import hashlib
 import os
@@ -248,6 +254,146 @@ def normalize_seeds(out, small):
                 out.put("normalize", "protos-from-" + n, b"\x02\x11" + line)
 
 
+# ---- crm, rtp, http: made here, from the formats in fuzz_crm.c, fuzz_rtp.c and
+# fuzz_http.c, after the answers of t/lib/{crm,bitrix24,amocrm}_emulator.py --------
+
+# statuses[] of fuzz_crm.c: the index of each
+ST = {200: 0, 404: 4, 401: 5, 429: 6, 500: 7, 400: 8, 204: 9, 201: 10, "timeout": 14}
+
+
+def crm_input(flags, *resps):
+    return bytes([flags]) + b"\xff".join(bytes([ST[st]]) + body for st, body in resps)
+
+
+B24_FOUND = (b'{"result":[{"CRM_ENTITY_TYPE":"CONTACT","CRM_ENTITY_ID":12,"NAME":"Ivan Petrov",'
+             b'"ASSIGNED_BY_ID":42,"ASSIGNED_BY":{"ID":"42","USER_PHONE_INNER":"101",'
+             b'"TIMEMAN_STATUS":"%s"}},{"CRM_ENTITY_TYPE":"COMPANY","CRM_ENTITY_ID":"3"}]}')
+AMO_CONTACT = (b'{"_embedded":{"contacts":[{"id":7,"name":"Ivan","responsible_user_id":42,'
+               b'"custom_fields_values":[{"field_code":"PHONE","values":[{"value":"%s",'
+               b'"enum_code":"WORK"}]}]}]}}')
+
+
+def crm_seeds(out):
+    put = lambda name, data: out.put("crm", name, data)  # noqa: E731
+    put("generic-known", crm_input(0, (200, b'{"contact":{"id":"c1","name":"Ivan Petrov",'
+        b'"url":"https://crm.test/c/1"},"responsible":{"id":"42","name":"Maria",'
+        b'"extension":"101"}}')))
+    put("generic-user-only", crm_input(0, (200, b'{"contact":{"id":17},"responsible":{"id":43}}')))
+    put("generic-unknown", crm_input(0, (200, b'{"contact":null}')))
+    put("generic-404", crm_input(0, (404, b"")))
+    put("generic-garbage", crm_input(0, (200, b"<html>oops</html>")))
+    put("generic-500", crm_input(0, (500, b'{"error":"x"}')))
+    put("generic-timeout", crm_input(0, ("timeout", b"")))
+    put("b24-found", crm_input(1, (200, B24_FOUND % b"OPENED")))
+    put("b24-closed-timeman", crm_input(5, (200, B24_FOUND % b"CLOSED")))
+    put("b24-none", crm_input(1, (200, b'{"result":[]}')))
+    put("b24-limit", crm_input(1, (200, b'{"error":"QUERY_LIMIT_EXCEEDED","error_description":'
+        b'"Too many requests"}'), (200, b'{"result":[]}')))
+    put("b24-expired", crm_input(1, (401, b'{"error":"expired_token","error_description":"x"}')))
+    put("b24-503", crm_input(1, (500, b"Service Unavailable")))
+    put("amo-found", crm_input(2, (200, AMO_CONTACT % b"8 (495) 123-45-67")))
+    put("amo-company", crm_input(2, (200, AMO_CONTACT % b"+7 916 000-00-00"),
+        (200, b'{"_embedded":{"companies":[{"id":"9","name":"ACME","responsible_user_id":"43",'
+         b'"custom_fields_values":[{"field_code":"PHONE","values":[{"value":"+74951234567"}]}]}]}}')))
+    put("amo-none", crm_input(2, (204, b""), (204, b"")))
+    put("amo-429", crm_input(2, (429, b'{"title":"Too Many Requests"}')))
+    put("amo-401", crm_input(2, (401, b'{"title":"Unauthorized"}')))
+    put("generic-deliver", crm_input(8, (200, b""), (500, b"busy")))
+    put("b24-deliver", crm_input(9, (200, b'{"result":{"CALL_ID":"externalCall.abc",'
+        b'"CRM_ENTITY_TYPE":"CONTACT","CRM_ENTITY_ID":"12","CRM_CREATED_LEAD":null}}'),
+        (200, b'{"result":true}'), (200, b'{"result":true}'),
+        (200, b'{"result":{"CALL_ID":"externalCall.abc"}}'), (200, b'{"result":{"FILE_ID":1}}'),
+        (200, b'{"result":55}'), (200, b'{"result":56}'), (200, b'{"result":{"task":{"id":99}}}')))
+    put("amo-deliver", crm_input(10, (200, b'{"_embedded":{"contacts":[]}}'), (204, b""),
+        (200, b'{"_embedded":{"contacts":[{"id":5}]}}'), (200, b'{"_embedded":{"leads":[{"id":6}]}}'),
+        (200, b'{"_embedded":{"calls":[{"id":1}]}}'), (200, b'{"_embedded":{"tasks":[{"id":2}]}}')))
+    put("amo-deliver-unsorted", crm_input(10, (200, AMO_CONTACT % b"+74951234567"),
+        (400, b'{"title":"Bad Request"}'), (200, b'{"_embedded":{"unsorted":[{"uid":"u1",'
+         b'"_embedded":{"leads":[{"id":6}],"contacts":[{"id":5}]}}]}}')))
+
+
+def rtp_packet(pt, seq, ts, ssrc, payload, marker=False):
+    return bytes([0x80, (0x80 if marker else 0) | pt]) + seq.to_bytes(2, "big") + \
+        ts.to_bytes(4, "big") + ssrc.to_bytes(4, "big") + payload
+
+
+def rtp_rec(op, data):
+    return bytes([op, len(data)]) + data
+
+
+def rtp_seeds(out):
+    put = lambda name, data: out.put("rtp", name, data)  # noqa: E731
+    ssrc = 0x11223344
+    audio = lambda op, n, pt=0: b"".join(rtp_rec(op, rtp_packet(pt, 1000 + i, 160 * i, ssrc,  # noqa: E731
+                                                              bytes([0xff - i]) * 160)) for i in range(n))
+    te = b"".join(rtp_rec(0, rtp_packet(101, 1010 + i, 1600, ssrc, bytes([5, 0x0a | (0x80 if i > 2 else 0), 0, 160 * (i + 1) % 256]),
+                                        marker=i == 0)) for i in range(5))
+    sr = bytes([0x80, 200, 0, 6]) + ssrc.to_bytes(4, "big") + bytes(20)
+    rr = bytes([0x81, 201, 0, 7]) + ssrc.to_bytes(4, "big") + bytes(24)
+    put("plain-bridged", bytes([0x18, 0x01]) + audio(0, 4) + te + rtp_rec(1, sr) + audio(2, 3, 8) + rtp_rec(3, rr))
+    put("plain-transcode", bytes([0x58, 0x01]) + audio(0, 3) + audio(0, 2, 8) + rtp_rec(0, rtp_packet(13, 1, 1, ssrc, b"\x40")))
+    put("unbridged", bytes([0x00, 0x00]) + audio(0, 2) + rtp_rec(1, sr))
+    put("srtp-both", bytes([0x1b, 0x01]) + audio(0x08, 4) + rtp_rec(0x09, sr) + audio(0x0a, 2))
+    put("srtp-forged", bytes([0x1b, 0x01]) + audio(0x08, 2) + audio(0x18, 2) + rtp_rec(0x19, sr))
+    put("srtp32-to-rtp", bytes([0x05, 0x01]) + audio(0x08, 3) + audio(0x00, 1))
+    put("stranger", bytes([0x18, 0x01]) + audio(0x20, 1) + audio(0, 2) + audio(0x20, 1) + audio(0x40, 1))
+    put("dtmf-inject", bytes([0x18, 0x01]) + rtp_rec(5, b"\x05\x19") + rtp_rec(4, b"") * 8 + audio(0, 2) +
+        rtp_rec(4, b"") * 8 + rtp_rec(6, b"\x0b\x0a") + rtp_rec(4, b"") * 6)
+    put("hold", bytes([0x18, 0x01]) + audio(0, 2) + rtp_rec(7, b"") + audio(0, 2) + rtp_rec(7, b"") + audio(0, 1))
+    ext = bytes([0x90, 0, 0, 1, 0, 0, 0, 1]) + ssrc.to_bytes(4, "big") + b"\xbe\xde\x00\x01" + bytes(4) + bytes(160)
+    pad = bytes([0xa0, 0, 0, 2, 0, 0, 0, 2]) + ssrc.to_bytes(4, "big") + bytes(160) + b"\x00\x00\x03"
+    put("ext-pad", bytes([0x18, 0x01]) + rtp_rec(0, ext) + rtp_rec(0, pad) + rtp_rec(0x08, ext))
+
+
+def http_input(method, flags, chunk, path, query=b"", body=b""):
+    return bytes([method, flags, chunk]) + path + b"\n" + query + b"\n" + body
+
+
+GET, POST, PUT, DELETE, HEAD = 0, 1, 2, 3, 4
+AUTH, WRONG, CL_LIE, CHUNKED, HUGE = 1, 2, 4, 8, 16
+GENERIC, B24, AMO = 0x20, 0x40, 0x60
+
+
+def http_seeds(out):
+    put = lambda name, data: out.put("http", name, data)  # noqa: E731
+    put("health", http_input(GET, 0, 0, b"/api/v1/health"))
+    put("metrics", http_input(GET, 0, 0, b"/metrics"))
+    put("head-health", http_input(HEAD, 0, 0, b"/api/v1/health"))
+    put("call", http_input(GET, AUTH, 0, b"/api/v1/calls/c-1234"))
+    put("call-no-token", http_input(GET, 0, 0, b"/api/v1/calls/c-1234"))
+    put("call-wrong-token", http_input(GET, WRONG, 0, b"/api/v1/calls/c-1234"))
+    put("call-bearer-spaces", http_input(GET, AUTH | WRONG, 0, b"/api/v1/calls/c-1234"))
+    put("transfer", http_input(POST, AUTH, 0, b"/api/v1/calls/c-1234/transfer", b"", b'{"to":"102"}'))
+    put("transfer-chunked", http_input(POST, AUTH | CHUNKED, 5, b"/api/v1/calls/c-1234/transfer", b"",
+        b'{"to":"102","blind":true,"x":[1,2,{"y":null}]}'))
+    put("sessions-405", http_input(DELETE, AUTH, 0, b"/api/v1/agents/101/sessions/s1"))
+    put("not-found", http_input(GET, AUTH, 0, b"/api/v1/nothing/here"))
+    put("deep", http_input(GET, AUTH, 0, b"/api" + b"/a" * 20))
+    put("open-query", http_input(GET, 0, 0, b"/open/a/b/x", b"q=hello%20world&q=2&z"))
+    put("echo-error", http_input(POST, AUTH, 0, b"/api/v1/echo", b"", b'{"error":"bad \xff\xfe utf-8"}'))
+    put("echo-no-reply", http_input(POST, AUTH, 0, b"/api/v1/echo", b"", b'{"no_reply":true}'))
+    put("echo-dup-keys", http_input(POST, AUTH, 0, b"/api/v1/echo", b"", b'{"a":1,"a":2}'))
+    put("echo-too-large", http_input(POST, AUTH | HUGE, 64, b"/api/v1/echo", b"", b'{"a":1}'))
+    put("echo-length-lie", http_input(POST, AUTH | CL_LIE, 0, b"/api/v1/echo", b"", b'{"a":1}'))
+    put("generic-invalidate", http_input(POST, AUTH | GENERIC, 0, b"/api/v1/crm/generic", b"",
+        b'{"invalidate":["+74951234567","8 495 123 45 67"]}'))
+    put("generic-invalidate-all", http_input(POST, AUTH | GENERIC, 0, b"/api/v1/crm/generic", b"",
+        b'{"invalidate_all":true}'))
+    put("generic-wrong-type", http_input(POST, AUTH | AMO, 0, b"/api/v1/crm/generic", b"", b"{}"))
+    put("b24-form", http_input(POST, B24, 0, b"/api/v1/crm/bitrix24", b"",
+        b"event=ONCRMCONTACTUPDATE&data%5BFIELDS%5D%5BID%5D=12&auth%5Bapplication_token%5D=app-tok"))
+    put("b24-json", http_input(POST, B24, 0, b"/api/v1/crm/bitrix24", b"",
+        b'{"event":"ONEXTERNALCALLSTART","data":{"USER_ID":"42","PHONE_NUMBER":"84951234567",'
+        b'"CALL_ID":"externalCall.x","CRM_ENTITY_TYPE":"CONTACT","CRM_ENTITY_ID":"12"},'
+        b'"auth":{"application_token":"app-tok"},"ts":"1700000000"}'))
+    put("b24-bad-token", http_input(POST, B24, 0, b"/api/v1/crm/bitrix24", b"",
+        b"event=ONCRMLEADDELETE&auth%5Bapplication_token%5D=nope"))
+    put("amo-form", http_input(POST, AMO, 3, b"/api/v1/crm/amocrm", b"token=amo-tok",
+        b"contacts%5Bupdate%5D%5B0%5D%5Bid%5D=7&contacts%5Bupdate%5D%5B0%5D%5Bcustom_fields%5D"
+        b"%5B0%5D%5Bvalues%5D%5B0%5D%5Bvalue%5D=%2B74951234567&leads%5Bdelete%5D%5B0%5D%5Bid%5D=1"))
+    put("amo-no-token", http_input(POST, AMO, 0, b"/api/v1/crm/amocrm", b"", b"contacts[delete][0][id]=7"))
+
+
 def main():
     args = sys.argv[1:]
     small = "--small" in args
@@ -264,7 +410,10 @@ def main():
     digest_seeds(out)
     conf_seeds(out, small)
     normalize_seeds(out, small)
-    for h in ("sip", "sdp", "conf", "normalize", "digest"):
+    crm_seeds(out)
+    rtp_seeds(out)
+    http_seeds(out)
+    for h in ("sip", "sdp", "conf", "normalize", "digest", "crm", "rtp", "http"):
         print("%-10s %5d seeds in %s" % (h, out.count.get(h, 0), os.path.join(args[0], h)))
     return 0
 

@@ -5,7 +5,7 @@
 #   t/fuzz/smoke.sh FUZZ_BIN_DIR [SECONDS] [HARNESS...]
 #
 # FUZZ_BIN_DIR holds fuzz_NAME binaries (t/fuzz/build.sh BUILD fuzz, or
-# `make` with --enable-fuzz). SECONDS defaults to 60, HARNESS to all five.
+# `make` with --enable-fuzz). SECONDS defaults to 60, HARNESS to all eight.
 # The working corpus is FUZZ_BIN_DIR/corpus/NAME, started from
 # t/fuzz/make_seeds.py's full set when the shared corpus is there, else
 # from t/fuzz/seeds/NAME; new inputs libFuzzer finds are kept there for
@@ -22,7 +22,7 @@ set -u
 bin=$(cd "$1" && pwd)
 secs=${2:-60}
 [ $# -ge 2 ] && shift 2 || shift 1
-harnesses=${*:-sip sdp conf normalize digest}
+harnesses=${*:-sip sdp conf normalize digest crm rtp http}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 status=0
 
