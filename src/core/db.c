@@ -86,6 +86,15 @@ static const char *const migrations[] = {
 	   per line) and why a call was ended by sipcrm itself */
 	("ALTER TABLE cdr ADD COLUMN recordings TEXT;"
 	"ALTER TABLE cdr ADD COLUMN end_reason TEXT;"),
+	/* 8: calls in progress, written with their events and deleted with
+	   their CDR row: what a crash leaves here becomes a CDR row and a
+	   call.ended at the next start (CONTRACT §4: one call.ended per call).
+	   ev: the event's from, to and did (JSON); seq: its last event's */
+	("CREATE TABLE open_calls (call_id TEXT PRIMARY KEY,"
+	" direction TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL,"
+	" did TEXT NOT NULL, started INTEGER NOT NULL, answered INTEGER,"
+	" first_agent TEXT, last_agent TEXT, ev TEXT NOT NULL,"
+	" seq INTEGER NOT NULL);"),
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -101,6 +101,185 @@ void b2b_cdr_write(struct call *c)
 	}
 	for (const struct leg *l = c->legs; l; l = l->next)
 		write_leg(c, l);
+	st = db_stmt(c->b2b->db, "DELETE FROM open_calls WHERE call_id = ?");
+	if (st) {
+		sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			log_err("open call %s not deleted", c->id);
+	}
+}
+
+/* ---- calls a crash cut short ------------------------------------------------------ */
+
+void b2b_cdr_note_open(struct call *c, json_t *ev)
+{
+	static const char sql[] =
+		"INSERT OR REPLACE INTO open_calls (call_id, direction, src, dst, did, "
+		"started, answered, first_agent, last_agent, ev, seq) "
+		"VALUES (?,?,?,?,?,?,?,?,?,?,?)";
+	json_t *base = json_pack("{s:O?, s:O?, s:O?}", "from", json_object_get(ev, "from"),
+				 "to", json_object_get(ev, "to"), "did",
+				 json_object_get(ev, "did"));
+	char *text = base ? json_dumps(base, JSON_COMPACT) : NULL;
+	sqlite3_stmt *st;
+
+	json_decref(base);
+	if (!c->b2b->db || !text)
+		goto out;
+	db_tx(c->b2b->db);
+	st = db_stmt(c->b2b->db, sql);
+	if (!st)
+		goto out;
+	sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, dir_names[c->dir], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, c->from, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, c->to, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, c->did, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, c->started_ms);
+	if (c->answered_ms)
+		sqlite3_bind_int64(st, 7, c->answered_ms);
+	sqlite3_bind_text(st, 8, *c->first_agent ? c->first_agent : NULL, -1,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(st, 9, *c->last_agent ? c->last_agent : NULL, -1,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 11, (sqlite3_int64)c->ev_seq);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_err("open call %s not noted", c->id);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+out:
+	free(text);
+}
+
+static json_t *col_json(sqlite3_stmt *st, int i)
+{
+	const char *s = (const char *)sqlite3_column_text(st, i);
+
+	return s ? json_string(s) : json_null();
+}
+
+/* The rows of open_calls, as JSON objects (read before any is changed). */
+static json_t *open_rows(struct db *db)
+{
+	sqlite3_stmt *st = db_stmt(db, "SELECT call_id, direction, src, dst, did, started, "
+				   "answered, first_agent, last_agent, ev, seq FROM open_calls");
+	json_t *rows = json_array();
+
+	while (st && rows && sqlite3_step(st) == SQLITE_ROW) {
+		json_t *ev = json_loads((const char *)sqlite3_column_text(st, 9), 0, NULL);
+
+		json_array_append_new(rows, json_pack("{s:o, s:o, s:o, s:o, s:o, s:I, s:I, "
+			"s:o, s:o, s:o, s:I}", "call_id", col_json(st, 0), "direction",
+			col_json(st, 1), "src", col_json(st, 2), "dst", col_json(st, 3),
+			"did", col_json(st, 4), "started",
+			(json_int_t)sqlite3_column_int64(st, 5), "answered",
+			(json_int_t)sqlite3_column_int64(st, 6), "first_agent",
+			col_json(st, 7), "last_agent", col_json(st, 8), "ev",
+			json_is_object(ev) ? ev : json_object(), "seq",
+			(json_int_t)sqlite3_column_int64(st, 10)));
+		if (!json_is_object(ev))
+			json_decref(ev);
+	}
+	if (st)
+		sqlite3_reset(st);
+	return rows;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+static json_t *or_null(json_t *v)
+{
+	return v ? json_incref(v) : json_null();
+}
+
+/* One leftover call: its CDR row, its call.ended, out of open_calls. */
+static void recover_one(struct b2b *b, json_t *r, int64_t now)
+{
+	static const char sql[] =
+		"INSERT OR IGNORE INTO cdr (call_id, direction, src, dst, did, "
+		"disposition, started, answered, ended, first_agent, last_agent, "
+		"end_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,'restart')";
+	const char *id = jstr(r, "call_id");
+	int64_t started = json_integer_value(json_object_get(r, "started"));
+	int64_t answered = json_integer_value(json_object_get(r, "answered"));
+	const char *disp = answered ? "answered" : "failed";
+	sqlite3_stmt *st = db_stmt(b->db, sql);
+	json_t *ev = crm_event_new("call.ended"), *base = json_object_get(r, "ev");
+
+	if (!id || !st || !ev) {
+		json_decref(ev);
+		return;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	for (int i = 0; i < 4; i++) {
+		static const char *const cols[] = { "direction", "src", "dst", "did" };
+		const char *v = jstr(r, cols[i]);
+
+		sqlite3_bind_text(st, 2 + i, v ? v : "", -1, SQLITE_STATIC);
+	}
+	sqlite3_bind_text(st, 6, disp, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, started);
+	if (answered)
+		sqlite3_bind_int64(st, 8, answered);
+	sqlite3_bind_int64(st, 9, now);
+	sqlite3_bind_text(st, 10, jstr(r, "first_agent"), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 11, jstr(r, "last_agent"), -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_err("CDR of %s not written after the restart", id);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+
+	json_object_set_new(ev, "call_id", json_string(id));
+	json_object_set_new(ev, "seq", json_integer(json_integer_value(json_object_get(r,
+							"seq")) + 1));
+	json_object_set_new(ev, "direction", or_null(json_object_get(r, "direction")));
+	json_object_set_new(ev, "from", or_null(json_object_get(base, "from")));
+	json_object_set_new(ev, "to", or_null(json_object_get(base, "to")));
+	json_object_set_new(ev, "did", or_null(json_object_get(base, "did")));
+	json_object_set_new(ev, "disposition", json_string(disp));
+	json_object_set_new(ev, "duration", json_integer((now - started) / 1000));
+	json_object_set_new(ev, "billsec", json_integer(answered ? (now - answered) / 1000 : 0));
+	json_object_set_new(ev, "first_agent", or_null(json_object_get(r, "first_agent")));
+	json_object_set_new(ev, "last_agent", or_null(json_object_get(r, "last_agent")));
+	json_object_set_new(ev, "recording_url", json_null());
+	json_object_set_new(ev, "recordings", json_array());
+	json_object_set_new(ev, "end_reason", json_string("restart"));
+	if (crm_event_emit(b->crm, id, ev))
+		log_err("call %s: its call.ended was not stored", id);
+
+	st = db_stmt(b->db, "DELETE FROM open_calls WHERE call_id = ?");
+	if (st) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		sqlite3_step(st);
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+	}
+	log_warn("call %s was in progress when sipcrmd stopped: ended (%s, restart)",
+		 id, disp);
+}
+
+void b2b_cdr_recover(struct b2b *b)
+{
+	json_t *rows;
+	int64_t now = clk_wall_ms();
+
+	if (!b->db)
+		return;
+	rows = open_rows(b->db);
+	if (!json_array_size(rows)) {
+		json_decref(rows);
+		return;
+	}
+	db_tx(b->db);
+	for (size_t i = 0; i < json_array_size(rows); i++)
+		recover_one(b, json_array_get(rows, i), now);
+	log_info("%zu call%s cut short by the last stop: CDR rows and call.ended written",
+		 json_array_size(rows), json_array_size(rows) == 1 ? "" : "s");
+	json_decref(rows);
 }
 
 /* ---- API ------------------------------------------------------------------------- */

@@ -77,6 +77,8 @@ static json_t *call_event(struct call *c, const char *type)
 
 static void emit(struct call *c, json_t *ev)
 {
+	if (!c->ending)
+		b2b_cdr_note_open(c, ev);       /* before emit takes ev */
 	if (crm_event_emit(c->b2b->crm, c->id, ev))
 		log_err("call %s: an event was not stored", c->id);
 }

@@ -679,6 +679,7 @@ int b2b_alloc(struct b2b **bp, const struct b2b_deps *deps, const struct conf *c
 	sipd_handle(b->sipd, sip_method_invite, on_invite, b);
 	b2b_blf_init(b);
 	reg_on_activity(b->reg, agent_activity, b);
+	b2b_cdr_recover(b);
 	*bp = b;
 	return 0;
 }

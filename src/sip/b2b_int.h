@@ -288,6 +288,18 @@ void b2b_blf_status(struct b2b *b, const char *ext, const char *status);
 
 /* b2b_cdr.c */
 void b2b_cdr_write(struct call *c);
+/*
+ * The open_calls row of c as its event ev is stored (same transaction):
+ * what b2b_cdr_recover() needs if sipcrmd dies before the call ends.
+ * b2b_cdr_write() deletes it.
+ */
+void b2b_cdr_note_open(struct call *c, json_t *ev);
+/*
+ * At start: every call a crash left in open_calls gets its CDR row
+ * (disposition answered or failed, end_reason "restart") and its
+ * call.ended (the next seq), and leaves the table.
+ */
+void b2b_cdr_recover(struct b2b *b);
 
 /* b2b_event.c: CONTRACT §4 events and the agents' status */
 void b2b_ev_started(struct call *c);
