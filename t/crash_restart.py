@@ -7,7 +7,10 @@ again on the same config and database. Afterwards every call whose BYE was
 answered has its CDR row and its complete event sequence (call.started ...
 call.ended, seq 1..n, one event per seq) at the CRM after de-duplication by
 id; the agents are still registered after every restart; the database
-passes PRAGMA integrity_check after every kill."""
+passes PRAGMA integrity_check after every kill. Calls in progress at a kill
+(CONTRACT §4: exactly one call.ended per call) get their CDR row and their
+call.ended (end_reason "restart", the next seq) when sipcrmd starts again:
+every call the CRM heard of ends exactly once."""
 import os
 import random
 import signal
@@ -176,6 +179,45 @@ raw = [e["id"] for e in crm.received if e.get("call_id") in set(ids)]
 t.diag("%d events of completed calls received, %d distinct (resent after kills: %d)"
        % (len(raw), len(set(raw)), len(raw) - len(set(raw))))
 t.ok(all(e.get("_sig_ok") for e in crm.received), "every event is signed")
+
+# calls cut short by a kill: open_calls -> a CDR row and call.ended at the restart
+all_ids = sorted({e.get("call_id") for e in list(crm.received) if e.get("call_id")})
+
+
+def ended_once(c):
+    return [e.get("type") for e in crm.of_call(c)].count("call.ended") == 1
+
+
+t.ok(crm.wait_for(lambda: all(ended_once(c) for c in all_ids), 30),
+     "every call the CRM heard of (%d) got its call.ended" % len(all_ids),
+     [(c, [e.get("type") for e in crm.of_call(c)]) for c in all_ids if not ended_once(c)][:3])
+cut = [c for c in all_ids if any(e.get("type") == "call.ended" and e.get("end_reason") == "restart"
+                                 for e in crm.of_call(c))]
+t.diag("%d calls were in progress at a kill and ended at the restart" % len(cut))
+t.ok(len(cut) >= 1, "calls in progress at a kill are ended after the restart "
+     "(%d kills under steady load)" % KILLS, len(cut))
+bad_all = []
+for c in all_ids:
+    evs = crm.of_call(c)
+    seqs = [e.get("seq") for e in evs]
+    types = [e.get("type") for e in evs]
+    if seqs != list(range(1, len(evs) + 1)) or types.count("call.ended") != 1 \
+            or types[-1] != "call.ended":
+        bad_all.append((c, list(zip(seqs, types))))
+t.eq(bad_all[:3], [], "every call's events, cut short or not: seq 1..n, one call.ended, last")
+try:
+    st, cdr = d.http("GET", "/api/v1/cdr?limit=10000")
+    cdr_rows = {c.get("call_id"): c for c in cdr} if st == 200 else {}
+except Exception as e:
+    t.diag("cdr: %r" % e)
+    cdr_rows = {}
+t.eq([c for c in all_ids if c not in cdr_rows], [], "every call the CRM heard of has its CDR row")
+t.eq([c for c in cut if (cdr_rows.get(c) or {}).get("end_reason") != "restart"], [],
+     "the CDR rows of the calls cut short say end_reason restart")
+con = sqlite3.connect(db_path, timeout=5)
+t.eq(con.execute("SELECT COUNT(*) FROM open_calls").fetchone()[0], 0,
+     "no call is left in open_calls once the load has stopped")
+con.close()
 
 for ua in agents + [pbx]:
     ua.close()
