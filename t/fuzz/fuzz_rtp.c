@@ -25,6 +25,8 @@
  *   0x10 then one byte changed (the first data byte picks it), 0x20 from
  *   a stranger's address, 0x40 truncated (MSG_TRUNC).
  *
+ * FUZZ_VERBOSE=1 prints each ep's counters after each input.
+ *
  * Checked (abort): every datagram is counted once (received, or dropped,
  * or an SRTP failure); an SRTP datagram changed after protection is never
  * received, relayed or latched: it counts as an authentication failure
@@ -359,6 +361,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			media_rtp_fwd(&m->eps[1]);
 			break;
 		}
+	}
+	for (int i = 0; i < 2 && getenv("FUZZ_VERBOSE"); i++) {
+		const struct media_stats *st = &m->eps[i].st;
+
+		fprintf(stderr, "fuzz_rtp: ep %d rx %llu tx %llu lost %llu late %llu "
+			"dropped %llu srtp_auth %llu srtp_replay %llu\n", i,
+			(unsigned long long)st->rx_packets, (unsigned long long)st->tx_packets,
+			(unsigned long long)st->lost, (unsigned long long)st->late,
+			(unsigned long long)st->dropped, (unsigned long long)st->srtp_auth,
+			(unsigned long long)st->srtp_replay);
 	}
 	/* what the engine does when the eps go */
 	for (int i = 0; i < 2; i++)

@@ -324,8 +324,8 @@ def rtp_rec(op, data):
 def rtp_seeds(out):
     put = lambda name, data: out.put("rtp", name, data)  # noqa: E731
     ssrc = 0x11223344
-    audio = lambda op, n, pt=0: b"".join(rtp_rec(op, rtp_packet(pt, 1000 + i, 160 * i, ssrc,  # noqa: E731
-                                                              bytes([0xff - i]) * 160)) for i in range(n))
+    audio = lambda op, n, pt=0, seq=1000: b"".join(rtp_rec(op, rtp_packet(pt, seq + i, 160 * (seq + i), ssrc,  # noqa: E731
+                                                                       bytes([0xff - i]) * 160)) for i in range(n))
     te = b"".join(rtp_rec(0, rtp_packet(101, 1010 + i, 1600, ssrc, bytes([5, 0x0a | (0x80 if i > 2 else 0), 0, 160 * (i + 1) % 256]),
                                         marker=i == 0)) for i in range(5))
     sr = bytes([0x80, 200, 0, 6]) + ssrc.to_bytes(4, "big") + bytes(20)
@@ -334,8 +334,11 @@ def rtp_seeds(out):
     put("plain-transcode", bytes([0x58, 0x01]) + audio(0, 3) + audio(0, 2, 8) + rtp_rec(0, rtp_packet(13, 1, 1, ssrc, b"\x40")))
     put("unbridged", bytes([0x00, 0x00]) + audio(0, 2) + rtp_rec(1, sr))
     put("srtp-both", bytes([0x1b, 0x01]) + audio(0x08, 4) + rtp_rec(0x09, sr) + audio(0x0a, 2))
-    put("srtp-forged", bytes([0x1b, 0x01]) + audio(0x08, 2) + audio(0x18, 2) + rtp_rec(0x19, sr))
-    put("srtp32-to-rtp", bytes([0x05, 0x01]) + audio(0x08, 3) + audio(0x00, 1))
+    # forged: new sequence numbers, so that it is the authentication that fails
+    put("srtp-forged", bytes([0x1b, 0x01]) + audio(0x08, 2) + audio(0x18, 2, seq=1002) +
+        audio(0x38, 1, seq=1004) + rtp_rec(0x19, sr) + audio(0x08, 1, seq=1005))
+    put("srtp-replayed", bytes([0x1b, 0x01]) + audio(0x08, 3) + audio(0x08, 2, seq=1001))
+    put("srtp32-to-rtp", bytes([0x05, 0x01]) + audio(0x08, 3) + audio(0x00, 1, seq=1003))
     put("stranger", bytes([0x18, 0x01]) + audio(0x20, 1) + audio(0, 2) + audio(0x20, 1) + audio(0x40, 1))
     put("dtmf-inject", bytes([0x18, 0x01]) + rtp_rec(5, b"\x05\x19") + rtp_rec(4, b"") * 8 + audio(0, 2) +
         rtp_rec(4, b"") * 8 + rtp_rec(6, b"\x0b\x0a") + rtp_rec(4, b"") * 6)
