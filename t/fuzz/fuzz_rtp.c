@@ -30,8 +30,9 @@
  * Checked (abort): every datagram is counted once (received, or dropped,
  * or an SRTP failure); an SRTP datagram changed after protection is never
  * received, relayed or latched: it counts as an authentication failure
- * or a drop; what goes out in plain RTP is version 2 with a payload type
- * the receiving peer negotiated.
+ * or a drop; what goes out is version 2 RTP with a payload type the
+ * receiving peer negotiated, and with SRTP, what the peer's key
+ * authenticates (SRTCP too).
  */
 #include "config.h"
 
@@ -58,6 +59,7 @@ static struct media *m;
 static int sink[2][2];                  /* [ep][rtp/rtcp]: the peers' sockets */
 static struct sockaddr_storage sink_addr[2][2];
 static srtp_t peer_out[2];              /* the peers' senders */
+static srtp_t peer_in[2];               /* the peers' receivers */
 
 static const uint8_t keys[4][MEDIA_SRTP_KEY_LEN] = {
 	{ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
@@ -183,7 +185,10 @@ static void ep_setup(int i, uint8_t c0, uint8_t c1)
 	media_srtp_apply(e, &p->srtp);
 	if (peer_out[i])
 		srtp_dealloc(peer_out[i]);
+	if (peer_in[i])
+		srtp_dealloc(peer_in[i]);
 	peer_out[i] = srtp ? session(c0 & 4, keys[2 * i], false) : NULL;
+	peer_in[i] = srtp ? session(c0 & 4, keys[2 * i + 1], true) : NULL;
 }
 
 static void setup(uint8_t c0, uint8_t c1)
@@ -210,18 +215,31 @@ static void setup(uint8_t c0, uint8_t c1)
 			drain(sink[i][k]);
 }
 
-/* What the peer of e may get in plain RTP: its types, comfort noise. */
+/*
+ * What the peer of e may get: RTP of its payload types or comfort noise,
+ * and with SRTP, packets that its key authenticates (it has seen the
+ * same sequence numbers as our sender, so it estimates the same index).
+ */
 static void check_sent(int i)
 {
 	const struct media_ep *e = &m->eps[i];
 	uint8_t b[MEDIA_RX_BUF];
 	ssize_t n;
+	int len;
+	srtp_err_status_t s;
 
 	while ((n = recv(sink[i][0], b, sizeof(b), 0)) >= 0) {
-		unsigned pt = b[n > 1 ? 1 : 0] & 0x7F;
+		unsigned pt;
 
-		if (e->srtp.suite)
-			continue;
+		len = (int)n;
+		if (peer_in[i] && (s = srtp_unprotect(peer_in[i], b, &len)) !=
+		    srtp_err_status_ok) {
+			fprintf(stderr, "fuzz_rtp: ep %d's peer cannot unprotect %zd bytes "
+				"(libsrtp %d)\n", i, n, (int)s);
+			abort();
+		}
+		n = len;
+		pt = b[n > 1 ? 1 : 0] & 0x7F;
 		if (n < MEDIA_RTP_HDR || b[0] >> 6 != 2 ||
 		    (pt != (unsigned)e->peer.pt && pt != 13 &&
 		     (e->peer.te_pt < 0 || pt != (unsigned)e->peer.te_pt))) {
@@ -230,7 +248,15 @@ static void check_sent(int i)
 			abort();
 		}
 	}
-	drain(sink[i][1]);
+	while ((n = recv(sink[i][1], b, sizeof(b), 0)) >= 0) {
+		len = (int)n;
+		if (peer_in[i] && (s = srtp_unprotect_rtcp(peer_in[i], b, &len)) !=
+		    srtp_err_status_ok) {
+			fprintf(stderr, "fuzz_rtp: ep %d's peer cannot unprotect %zd bytes "
+				"of SRTCP (libsrtp %d)\n", i, n, (int)s);
+			abort();
+		}
+	}
 }
 
 /*
