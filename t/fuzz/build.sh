@@ -10,15 +10,16 @@
 #       its CFLAGS should hold -fsanitize=fuzzer-no-link so that sipcrm's
 #       own code is coverage-instrumented): BUILD_DIR/t/fuzz/fuzz_NAME
 #
-# HARNESS is sip, sdp, conf, normalize or digest; default all of them.
+# HARNESS is sip, sdp, conf, normalize, digest, crm, rtp or http; default
+# all of them.
 set -eu
 
-[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
 build=$(cd "$1" && pwd)
 mode=$2
 shift 2
 src=$(cd "$(dirname "$0")/../.." && pwd)
-harnesses=${*:-sip sdp conf normalize digest}
+harnesses=${*:-sip sdp conf normalize digest crm rtp http}
 
 # the tree's own variables, as make expands them (the last line: make may
 # first regenerate the Makefile when Makefile.am changed, and say so)
