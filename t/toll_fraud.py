@@ -40,9 +40,10 @@ pbx_port = free_port()
 d = Daemon(t)
 d.write_conf(d.base_conf().replace("domain = sipcrm.test\n",
                                    "domain = sipcrm.test\nban_failures = 100000\n") +
-             "[routing]\nfallback = sip:pbx@127.0.0.1:%d\n" % pbx_port +
+             "[routing]\nfallback = sip:pbx@127.0.0.1:%d\nagent_max_calls = 2\n" % pbx_port +
              "[trunk:provider]\nmatch = %s/32\nuri = sip:%s:%d\n" % (TRUNK_IP, TRUNK_IP, trunk.port) +
-             "[agent:101]\npassword = secret101\n[agent:102]\npassword = secret102\n")
+             "[agent:101]\npassword = secret101\ndial = any\n"
+             "[agent:102]\npassword = secret102\n[agent:103]\npassword = secret103\n")
 d.start()
 SIP = ("127.0.0.1", d.sip_port)
 
@@ -323,6 +324,38 @@ phone = UA(ip="127.0.0.1", user="101", server=SIP)
 x = phone.invite(ruri_for("+442079460000"), auth=("101", "secret101"), timeout=5, expect=(200, 486))
 t.eq(trunk.counts.get("INVITE", 0), 1,
      "control: an authenticated agent's call to the same number does reach the trunk")
+# the dial plan: [routing] agent_dial = domestic (the default), 101 has any
+p102 = UA(ip="127.0.0.1", user="102", server=SIP)
+x = p102.invite(ruri_for("+442079460000"), auth=("102", "secret102"), timeout=5,
+                expect=(403,))
+t.eq((x.final.status, x.final.reason) if x.final else None, (403, "Number Not Allowed"),
+     "an agent without international in its dial plan: 403 Number Not Allowed")
+time.sleep(0.3)
+t.eq(trunk.counts.get("INVITE", 0), 1, "and nothing more reaches the trunk")
+x = p102.invite(ruri_for("+74951112233"), auth=("102", "secret102"), timeout=5,
+                expect=(200, 486))
+t.eq(trunk.counts.get("INVITE", 0), 2, "a domestic number: it reaches the trunk")
+# the cap: [routing] agent_max_calls = 2
+p103 = UA(ip="127.0.0.1", user="103", server=SIP)
+r = p103.register("103", "secret103")
+t.ok(r and r.status == 200, "agent 103 registered")
+ringing = [p102.invite_start(ruri_for("103"), auth=("102", "secret102")) for _ in range(2)]
+legs = [p103.wait_invite(timeout=5) for _ in range(2)]
+t.ok(all(legs), "agent 102 places two calls (to 103, ringing)")
+x = p102.invite(ruri_for("103"), auth=("102", "secret102"), timeout=5, expect=(403,))
+t.eq((x.final.status, x.final.reason) if x.final else None, (403, "Too Many Calls"),
+     "a third at once: 403 Too Many Calls")
+for dl in ringing:
+    dl.cancel(timeout=3)
+for lg in legs:
+    if lg:
+        lg.reply(lg.invite, 487)
+time.sleep(0.5)
+x = p102.invite(ruri_for("+74951112233"), auth=("102", "secret102"), timeout=5,
+                expect=(200, 486))
+t.eq(trunk.counts.get("INVITE", 0), 3, "once those end it may call again")
+p102.close()
+p103.close()
 a = Attacker(TRUNK_IP)
 st = a.invite(ruri_for("+74951234567"), timeout=3)
 a.close()

@@ -166,6 +166,10 @@ static const struct opt opts[] = {
 	  "how long a transfer's target rings before the transfer fails", NULL },
 	{ "routing", "click_to_call_ring", T_DUR, C(routing.c2c_ring_ms), 0, "30s",
 	  "how long the agent's phones ring for a click-to-call", NULL },
+	{ "routing", "agent_dial", T_STR, C(routing.agent_dial), 0, "domestic",
+	  "numbers agents may call through the trunk: domestic, any, none, +PREFIX...", NULL },
+	{ "routing", "agent_max_calls", T_UINT, C(routing.agent_max_calls), 0, "4",
+	  "an agent already in this many calls may not place another (0: no limit)", NULL },
 	{ "routing", "skip_busy", T_BOOL, C(routing.skip_busy), 0, "yes",
 	  "an agent already in a call counts as unreachable", NULL },
 	{ "routing", "fallback", T_URI, C(routing.fallback), 0, "",
@@ -253,6 +257,8 @@ static const struct opt opts[] = {
 	  "stored MD5 HA1 (hex) instead of a password; disables SHA-256 digest", NULL },
 	{ "agent", "name", T_STR, A(name), 0, NULL, "display name", NULL },
 	{ "agent", "crm_user", T_STR, A(crm_user), 0, NULL, "the CRM's user id", NULL },
+	{ "agent", "dial", T_STR, A(dial), 0, NULL,
+	  "this agent's [routing] agent_dial", NULL },
 
 	{ "rule", "contact", T_STR, R(contact), 0, NULL,
 	  "unknown callers: create a contact with this name template", NULL },
@@ -1246,9 +1252,28 @@ static int check_pem_pair(struct parser *p, const char *sect, const char *cert,
 	return e;
 }
 
+/* A dial plan: words domestic, any, none, and +DIGITS prefixes. */
+static int check_dial(struct parser *p, const char *where, const char *v)
+{
+	char buf[512], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", v ? v : "");
+	for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		if (!strcmp(w, "domestic") || !strcmp(w, "any") || !strcmp(w, "none"))
+			continue;
+		if (w[0] == '+' && w[1] && w[strspn(w + 1, "0123456789") + 1] == '\0')
+			continue;
+		return perr(p, "%s: '%s' is not domestic, any, none or a +prefix", where, w);
+	}
+	return 0;
+}
+
 static int check_conf(struct parser *p, struct conf *c)
 {
 	bool tls = false;
+
+	if (check_dial(p, "[routing] agent_dial", c->routing.agent_dial))
+		return EINVAL;
 
 	for (size_t i = 0; i < c->nagents; i++) {
 		struct conf_agent *a = &c->agents[i];
@@ -1258,6 +1283,8 @@ static int check_conf(struct parser *p, struct conf *c)
 			return perr(p, "[agent:%s] needs password or ha1", a->ext);
 		if (a->password && a->ha1)
 			return perr(p, "[agent:%s]: set password or ha1, not both", a->ext);
+		if (a->dial && check_dial(p, "dial", a->dial))
+			return EINVAL;
 		if (a->crm_user) {
 			for (size_t j = 0; j < i; j++) {
 				if (c->agents[j].crm_user &&

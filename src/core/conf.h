@@ -93,6 +93,7 @@ struct conf_agent {
 	char *ha1;              /* hex MD5 HA1; password or ha1, not both */
 	char *name;
 	char *crm_user;
+	char *dial;             /* overrides [routing] agent_dial; NULL: not set */
 	int line;
 };
 
@@ -152,6 +153,8 @@ struct conf {
 		int64_t responsible_ring_ms;
 		int64_t transfer_ring_ms;
 		int64_t c2c_ring_ms;
+		char *agent_dial;       /* what agents may dial: domestic any none +P */
+		int64_t agent_max_calls;        /* 0: no limit */
 		bool skip_busy;
 		char *fallback;
 	} routing;

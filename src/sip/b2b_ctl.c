@@ -228,6 +228,12 @@ static int xfer_ring(struct call *c, struct xfer *x, const char *to)
 	else {
 		if (!cf->ntrunks || crm_normalize(to, cf->crm.country_code, num, sizeof(num)))
 			return 404;
+		/* an agent's REFER is held to the agent's dial plan */
+		if (*x->by && !b2b_dial_allowed(cf, conf_agent_find(cf, x->by), num)) {
+			log_warn("call %s: agent %s may not transfer to %s ([routing] "
+				 "agent_dial)", c->id, x->by, num);
+			return 403;
+		}
 		b2b_trunk_uri(c, num[0] == '+' ? num : to, uri, sizeof(uri));
 		l = b2b_leg_new(c, uri, NULL, NULL);
 		if (l) {

@@ -209,6 +209,13 @@ static const char *status_of(const struct b2b *b, const struct agent_act *a,
 	return reg_contacts(b->reg, ext) ? "idle" : "offline";
 }
 
+unsigned b2b_agent_calls(struct b2b *b, const char *ext)
+{
+	const struct agent_act *a = hmap_get(b->acts, ext);
+
+	return a && a->busy > 0 ? (unsigned)a->busy : 0;
+}
+
 const char *b2b_agent_status(struct b2b *b, const char *ext)
 {
 	return status_of(b, hmap_get(b->acts, ext), ext);

@@ -569,6 +569,20 @@ static int agent_call(struct b2b *b, nta_incoming_t *irq, const sip_t *sip,
 		sipd_reply(b->sipd, irq, 404, "No Route", TAG_END());
 		return 404;
 	}
+	/* toll fraud with an agent's stolen password: a dial plan and a cap */
+	if (dir == ROUTE_OUTBOUND && !b2b_dial_allowed(cf, me, dest)) {
+		log_warn("agent %s may not call %s through the trunk ([routing] agent_dial)",
+			 ext, dest);
+		sipd_reply(b->sipd, irq, 403, "Number Not Allowed", TAG_END());
+		return 403;
+	}
+	if (cf->routing.agent_max_calls > 0 &&
+	    b2b_agent_calls(b, ext) >= cf->routing.agent_max_calls) {
+		log_warn("agent %s is in %u calls already ([routing] agent_max_calls): "
+			 "call to %s refused", ext, b2b_agent_calls(b, ext), dest);
+		sipd_reply(b->sipd, irq, 403, "Too Many Calls", TAG_END());
+		return 403;
+	}
 	c = call_start(b, irq, sip, dir);
 	if (!c)
 		return 0;
@@ -612,6 +626,31 @@ static int on_invite(void *arg, nta_incoming_t *irq, const sip_t *sip)
 	if (!ext)
 		return 407;     /* challenged: sipd frees the transaction */
 	return agent_call(b, irq, sip, ext);
+}
+
+/*
+ * The agent's dial plan ([agent] dial, else [routing] agent_dial): words
+ * any, none, domestic (the country of [crm] country_code, and short
+ * numbers that are no E.164 number at all), and +PREFIX.
+ */
+bool b2b_dial_allowed(const struct conf *cf, const struct conf_agent *a,
+		      const char *number)
+{
+	const char *plan = a && a->dial ? a->dial : cf->routing.agent_dial;
+	char e164[CRM_E164_SIZE], buf[512], *save = NULL;
+	bool e164_ok = !crm_normalize(number, cf->crm.country_code, e164, sizeof(e164)) &&
+		       e164[0] == '+';
+	size_t cc = strlen(cf->crm.country_code);
+	bool domestic = !e164_ok || (cc && !strncmp(e164 + 1, cf->crm.country_code, cc));
+
+	snprintf(buf, sizeof(buf), "%s", plan ? plan : "");
+	for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		if (!strcmp(w, "any") || (!strcmp(w, "domestic") && domestic))
+			return true;
+		if (w[0] == '+' && e164_ok && !strncmp(e164, w, strlen(w)))
+			return true;
+	}
+	return false;
 }
 
 bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self)

@@ -258,6 +258,8 @@ const char *b2b_trunk_host(const char *uri);
 void b2b_trunk_uri(const struct call *c, const char *number, char *out, size_t sz);
 void b2b_expand_ext(const char *tmpl, const char *ext, char *out, size_t sz);
 bool b2b_agent_busy(struct b2b *b, const char *ext, const struct call *self);
+bool b2b_dial_allowed(const struct conf *cf, const struct conf_agent *a,
+		      const char *number);
 
 /* b2b_ctl.c: transfers, click-to-call, hangup from the API */
 int b2b_refer(struct call *c, struct leg *l, nta_incoming_t *irq, const sip_t *sip);
@@ -315,6 +317,8 @@ const char *b2b_agent_activity(struct b2b *b, const char *ext,
 int b2b_act_init(struct b2b *b);
 /* "offline", "idle", "ringing" or "busy" */
 const char *b2b_agent_status(struct b2b *b, const char *ext);
+/* how many calls the agent is in (answered, or placing) */
+unsigned b2b_agent_calls(struct b2b *b, const char *ext);
 void b2b_act_fini(struct b2b *b);
 
 #endif
