@@ -169,6 +169,18 @@ evs = events(cid)
 tr = [e for e in evs if e["type"] == "call.transferred"]
 t.ok(tr and tr[0].get("by") == "101", "call.transferred by 101 to a number", tr)
 
+# --- 3b. a REFER to a number outside the agent's dial plan ------------------------------------------
+cust, dlg, leg, cid = answered_call()
+tx = leg.request_start("REFER", headers=[("Refer-To", "<tel:+442079460000>")])
+r = tx.wait_final(3)
+t.eq(r.status if r else None, 403, "REFER to tel:+442079460000 ([routing] agent_dial = "
+     "domestic): 403")
+t.ok(trunk.wait_invite(timeout=1) is None, "and the trunk gets nothing")
+t.eq(call_info(cid).get("agent"), "101", "the call stays 101's")
+dlg.bye()
+cust.close()
+events(cid)
+
 # --- 4. attended transfer: REFER with Replaces --------------------------------------------------
 cust, dlg, leg, cid = answered_call()
 consult = a101.invite_start("sip:102@sipcrm.test", auth=("101", "pw101"))
