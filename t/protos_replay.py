@@ -12,7 +12,7 @@ t/lib/fake_pbx.py) and an agent's address (127.0.0.2: challenged with
 407). Each time the case's INVITE goes first, then its CANCEL, from one
 socket; over UDP, or over TCP for the 162 cases too big for a datagram. A
 final answer >= 300 to the INVITE is ACKed, as a UA would, so that sipcrmd
-does not retransmit it for 32 s.
+does not retransmit it for 8 s.
 
 Responsiveness: after every message (INVITE and CANCEL) an OPTIONS from
 another socket must get 200 (one retry). sipcrmd is single-threaded on
@@ -25,15 +25,16 @@ report.
 
 Memory: VmRSS of sipcrmd after the first 100 cases and at the end must be
 within 5%. RSS is a high-water mark: nta keeps every completed transaction
-for 32 s (Timers H and J over UDP) and the allocator keeps the pages after
-that, so a cold daemon's RSS climbs for the first 32 s of any steady load
-whether it leaks or not (measured: each OPTIONS holds about 12 kB for 32
-s; 15,000 OPTIONS add 186 MB, and 15,000 more once the timers have run add
-0.2%). So the cases are replayed twice: pass 1 is the robustness run
+for 8 s (Timers H and J over UDP, sipd.c's SIPD_T1X64_MS; sofia's default
+is 32 s) and the allocator keeps the pages after that, so a cold daemon's
+RSS climbs for the first seconds of any steady load whether it leaks or
+not (measured with the 32 s default: each OPTIONS held about 12 kB for
+32 s; 15,000 OPTIONS added 186 MB, and 15,000 more once the timers had run
+added 0.2%). So the cases are replayed twice: pass 1 is the robustness run
 (the sample, or the whole suite with --full) and brings RSS to its plateau;
 pass 2 replays the 1,000-case sample again, and its RSS after its first
 100 cases is compared with the RSS at the end of the last pass (pass 2, or
-pass 3 with --full: after the longer pass 1, whose busiest 32 s leave more
+pass 3 with --full: after the longer pass 1, whose busiest seconds leave more
 free memory behind to hide a leak in). Memory leaked per case then shows
 as growth: 5% of about 95 MB is 4.7 MB, or 2.4 kB per case and source
 over one pass. ASan's quarantine (256 MB by default) holds freed blocks

@@ -202,6 +202,8 @@ struct conf {
 	size_t ndids;
 	struct conf_agent *agents;
 	size_t nagents;
+	struct hmap *agent_idx;         /* ext -> index + 1 */
+	struct hmap *crm_user_idx;      /* crm_user -> index + 1 */
 	struct conf_rule *rules;
 	size_t nrules;
 };
