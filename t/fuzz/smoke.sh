@@ -61,6 +61,13 @@ for h in $harnesses; do
 		status=1
 		echo "$h: FOUND (exit $rc) after $execs runs ($rate/s): $found"
 		grep -E '^(artifact_prefix|Test unit written)' "$log" | sed 's/^/    /'
+		# the input itself, so that a find on a CI machine can be
+		# replayed elsewhere: base64 -d > t/fuzz/regress/NAME/...
+		for f in "$art"/*; do
+			[ -f "$f" ] || continue
+			echo "    $(basename "$f") ($(wc -c < "$f") bytes), base64:"
+			head -c 65536 "$f" | base64 -w 76 | sed 's/^/      /'
+		done
 	fi
 done
 exit $status
