@@ -39,7 +39,6 @@
 #include "log.h"
 #include "clk.h"
 #include "db.h"
-#include "thr.h"
 
 /*
  * Schema migrations, in order. Each step runs in its own transaction and
@@ -242,7 +241,6 @@ static void *ckpt_main(void *arg)
 	int nlog, nck, rc;
 	bool warned = false;
 
-	thr_background();
 	pthread_mutex_lock(&db->ck.mu);
 	while (!db->ck.stop) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);

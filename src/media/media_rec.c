@@ -37,7 +37,6 @@
 #include "log.h"
 #include "g711.h"
 #include "metrics.h"
-#include "thr.h"
 #include "media_int.h"
 
 #define RING_SIZE 16384u        /* chunks, a power of two (~3 MB) */
@@ -331,7 +330,6 @@ static void *writer_main(void *arg)
 	struct media_recorder *R = arg;
 	struct timespec idle = { 0, IDLE_NS };
 
-	thr_background();
 	for (;;) {
 		bool stop = atomic_load(&R->stop);
 
