@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,7 @@ struct db {
 		pthread_mutex_t mu;
 		pthread_cond_t cv;
 		bool stop, running;
+		atomic_bool catch_up;   /* the loop: checkpoint after a commit */
 	} ck;
 };
 
@@ -233,6 +235,19 @@ static void commit_arm(struct db *db, int64_t at_ms)
 }
 
 #define CKPT_INTERVAL_MS 1000
+/*
+ * A passive checkpoint copies what was committed when it started, and the
+ * WAL only starts over from its beginning when a transaction begins after
+ * a checkpoint that copied everything. A loop that commits every few
+ * milliseconds never leaves such a moment, so under steady load the WAL
+ * would grow without end. Past CKPT_RESTART_FRAMES the checkpointer,
+ * having copied the bulk, asks the loop to catch up: right after its next
+ * commit the loop checkpoints the few frames written since (a millisecond
+ * or two: those pages and two fsyncs), so its next transaction starts the
+ * WAL over; journal_size_limit then trims the file.
+ */
+#define CKPT_RESTART_FRAMES 4096        /* 16 MiB of 4 KiB pages */
+#define WAL_SIZE_LIMIT "67108864"       /* bytes kept after a restart */
 
 static void *ckpt_main(void *arg)
 {
@@ -251,6 +266,8 @@ static void *ckpt_main(void *arg)
 		pthread_mutex_unlock(&db->ck.mu);
 		rc = sqlite3_wal_checkpoint_v2(db->ck.h, NULL, SQLITE_CHECKPOINT_PASSIVE,
 					       &nlog, &nck);
+		if (rc == SQLITE_OK && nlog >= CKPT_RESTART_FRAMES)
+			atomic_store(&db->ck.catch_up, true);
 		if (rc != SQLITE_OK && rc != SQLITE_BUSY && !warned) {
 			/* a full disk: logged once; the loop's commits say more */
 			log_warn("checkpoint failed: %s", sqlite3_errstr(rc));
@@ -272,6 +289,15 @@ static void ckpt_start(struct db *db, const char *path)
 
 	if (sqlite3_open_v2(path, &db->ck.h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {
+		log_warn("checkpoints stay on the loop: %s", sqlite3_errmsg(db->ck.h));
+		sqlite3_close_v2(db->ck.h);
+		db->ck.h = NULL;
+		return;
+	}
+	/* a connection is in WAL mode only once it has read the database:
+	   until then every checkpoint it is asked for does nothing (-1) */
+	if (sqlite3_exec(db->ck.h, "PRAGMA journal_mode=WAL; SELECT count(*) FROM sqlite_master;",
+			 NULL, NULL, NULL) != SQLITE_OK) {
 		log_warn("checkpoints stay on the loop: %s", sqlite3_errmsg(db->ck.h));
 		sqlite3_close_v2(db->ck.h);
 		db->ck.h = NULL;
@@ -343,7 +369,8 @@ int db_open(struct db **dbp, const char *path, su_root_t *root,
 	sqlite3_busy_timeout(db->h, 2000);
 	sqlite3_extended_result_codes(db->h, 1);
 	if (sqlite3_exec(db->h, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-			 "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK) {
+			 "PRAGMA foreign_keys=ON; PRAGMA journal_size_limit="
+			 WAL_SIZE_LIMIT ";", NULL, NULL, NULL) != SQLITE_OK) {
 		snprintf(err, errsz, "cannot use database '%s': %s (is it "
 			 "writable?)", path, sqlite3_errmsg(db->h));
 		e = EIO;
@@ -457,6 +484,10 @@ int db_flush(struct db *db)
 	if (db->failing)
 		log_info("the database can be written again");
 	db->failing = false;
+	if (db->ck.running && atomic_exchange(&db->ck.catch_up, false) &&
+	    sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
+				      NULL, NULL) == SQLITE_BUSY)
+		atomic_store(&db->ck.catch_up, true);   /* the thread is at it */
 	for (size_t i = 0; i < db->nhooks; i++)
 		db->hooks[i].h(db->hooks[i].arg, 0);
 	return 0;
