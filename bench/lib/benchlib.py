@@ -65,7 +65,22 @@ def stop(p, sig=signal.SIGTERM, timeout=10):
 
 
 def cleanup():
-    for p in procs:
+    """Stops every process this run started, by its PID: SIGTERM first (a
+    Kamailio main process then stops its children; SIGKILL would orphan
+    them), SIGKILL what is left after 5 s."""
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        try:
+            p.terminate()
+        except Exception:
+            pass
+    end = time.time() + 5
+    for p in live:
+        try:
+            p.wait(max(0.1, end - time.time()))
+        except Exception:
+            pass
+    for p in live:
         if p.poll() is None:
             try:
                 p.kill()
