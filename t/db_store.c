@@ -139,8 +139,10 @@ static void test_checkpoint(su_root_t *root)
 				written += sizeof(blob);
 		}
 		su_root_step(root, 20);
-		if (file_size(wal) > wal_max)
-			wal_max = file_size(wal);
+		long long w = file_size(wal);
+
+		if (w > wal_max)
+			wal_max = w;
 	}
 	db_flush(db);
 	printf("# %u rows, %lld MB written in 6 s; WAL at most %lld MB; database %lld MB\n",
