@@ -4,14 +4,17 @@
 invalidates one number or all); every failure mode of the CRM (500, a body
 that is not JSON, 2 MiB, a hang, a slow drip, a closed connection) routes
 the call to the fallback no later than lookup_timeout after the INVITE and
-is counted by cause; a late answer still fills the cache; the latency
-histogram is exported."""
+is counted by cause; at most 64 lookups run on past their deadline; a CRM
+that failed 5 lookups in a row gets one probe per 100 ms while other calls
+route at once, until a lookup succeeds; a late answer still fills the
+cache; the latency histogram is exported."""
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from sipcrm_test import Tap, Daemon, free_port
+import re
+from sipcrm_test import Tap, Daemon, free_port, free_rtp_range
 from sipua import UA
 from crm_emulator import CrmEmulator
 
@@ -20,7 +23,9 @@ crm = CrmEmulator(secret="s3cret")
 crm.responsible["+79161111111"] = {"id": "42", "extension": "999"}
 pbx_port = free_port()
 d = Daemon(t)
-d.write_conf(d.base_conf() +
+# 80 calls at once below: four RTP ports each
+conf = re.sub(r"rtp_ports = \d+-\d+", "rtp_ports = %d-%d" % free_rtp_range(400), d.base_conf())
+d.write_conf(conf +
              "[routing]\nfallback = sip:pbx@127.0.0.1:%d\nlookup_timeout = 800ms\n" % pbx_port +
              "[trunk:provider]\nmatch = 127.0.0.1/32\nuri = sip:127.0.0.1:%d\n" % free_port() +
              "[crm]\ntype = generic\nlookup_url = %s/lookup\nevents_url = %s/events\n"
@@ -101,6 +106,94 @@ for cause in ("http_5xx", "bad_json", "too_large"):
            "failures counted by cause: %s" % cause)
 t.like(m, "sipcrm_crm_lookup_seconds_bucket", "the lookup latency histogram is exported")
 t.like(m, "sipcrm_crm_cache_hits_total", "cache hits are counted")
+
+# --- a hanging CRM: at most 64 late lookups run on -------------------------------------------
+def late_cancelled():
+    for line in metrics().splitlines():
+        if line.startswith("sipcrm_crm_late_lookups_cancelled_total"):
+            return int(float(line.split()[-1]))
+    return None
+
+
+call("+79168880000")            # a lookup that succeeds: the CRM is up again
+c0 = late_cancelled() or 0
+crm.mode = "hang"
+N = 80
+callers, dlgs = [], []
+for i in range(N):
+    ua = UA(ip="127.0.0.1", user="h%d" % i, server=server)
+    num = "+7916555%04d" % i
+    callers.append(ua)
+    dlgs.append(ua.invite_start(DID, headers=[("From", "<sip:%s@trunk>" % num)]))
+reached = 0
+for i in range(N):
+    leg = pbx.wait_invite(timeout=5)
+    if not leg:
+        break
+    reached += 1
+    leg.reply(leg.invite, 486)
+finals = [dl.wait_final(5) for dl in dlgs]
+for ua in callers:
+    ua.close()
+crm.mode = None
+t.eq(reached, N, "%d calls while the CRM hangs: every one reaches the fallback" % N)
+t.ok(all(f is not None for f in finals), "and every caller gets a final answer",
+     sorted(set(getattr(f, "status", f) for f in finals), key=str))
+# the "hang" and "drip" lookups above may still run on: two more at most
+got = (late_cancelled() or 0) - c0
+t.ok(N - 64 <= got <= N - 64 + 2,
+     "past 64 lookups running on after their deadline, the oldest are cancelled", got)
+
+# --- the CRM is down: other calls route at once, one lookup per 100 ms probes ----------------
+def counter(name):
+    for line in metrics().splitlines():
+        if line.startswith(name):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def burst(n, tag):
+    """n calls at once; seconds from the first INVITE to each fallback INVITE."""
+    uas, ds = [], []
+    t0 = time.time()
+    for i in range(n):
+        ua = UA(ip="127.0.0.1", user="%s%d" % (tag, i), server=server)
+        uas.append(ua)
+        ds.append(ua.invite_start(DID, headers=[("From", "<sip:+7916777%04d@trunk>" % i)]))
+    waits = []
+    for i in range(n):
+        leg = pbx.wait_invite(timeout=5)
+        if not leg:
+            break
+        waits.append(time.time() - t0)
+        leg.reply(leg.invite, 486)
+    for dl in ds:
+        dl.wait_final(5)
+    for ua in uas:
+        ua.close()
+    return waits
+
+
+down0 = counter('sipcrm_crm_lookup_failures_total{cause="crm_down"}')
+crm.mode = "hang"
+n0 = len(crm.lookups)
+waits = burst(20, "d")
+fast = sum(1 for w in waits if w < 0.5)
+t.eq(len(waits), 20, "the CRM down: 20 calls at once all reach the fallback")
+t.ok(fast >= 18, "and all but the probe route at once, without waiting out the deadline",
+     "%d of 20 within 0.5 s" % fast)
+t.ok(len(crm.lookups) - n0 <= 2, "only the probe asks the CRM", len(crm.lookups) - n0)
+t.ok(counter('sipcrm_crm_lookup_failures_total{cause="crm_down"}') - down0 >= 18,
+     'the others are counted as cause="crm_down"')
+crm.mode = None
+time.sleep(0.2)
+n0 = len(crm.lookups)
+call("+79166660001")
+call("+79166660002")
+t.eq(len(crm.lookups) - n0, 2, "the CRM answers again: the probe succeeds and every call asks")
+waits = burst(10, "u")
+t.ok(len(waits) == 10 and len(crm.lookups) - n0 == 12, "10 calls at once all ask the CRM again",
+     "%d lookups" % (len(crm.lookups) - n0))
 
 # --- a late answer still fills the cache ----------------------------------------------------
 crm.responsible["+79164444444"] = {"id": "42", "extension": "999"}

@@ -40,6 +40,27 @@
 #include "http/api.h"
 
 #define NEGATIVE_TTL_MS 60000   /* "unknown" is cached at most this long */
+
+/*
+ * Lookups past their call's deadline run on, so that a late answer still
+ * fills the cache, but only this many: each holds a connection to the CRM,
+ * and libcurl walks every connection to a host to pick one for each new
+ * request. A CRM that hangs for 30 s at 200 calls/s would otherwise leave
+ * 6,000 of them and make every request cost a walk of that length. The
+ * oldest is cancelled first.
+ */
+#define DETACHED_MAX 64
+
+/*
+ * A CRM that fails DOWN_AFTER lookups in a row (an error, or no answer by
+ * the call's deadline) is taken as down: until a lookup succeeds again, at
+ * most DOWN_RATE lookups a second are sent, evenly spaced, and the other calls route as
+ * unknown at once (cause "crm_down") instead of each waiting out its
+ * deadline with a connection of its own. At a few calls a second every
+ * call still asks; under load the loop is spared the churn.
+ */
+#define DOWN_AFTER 5
+#define DOWN_RATE  10
 #define MAX_LISTENERS   4
 
 struct crm {
@@ -49,7 +70,11 @@ struct crm {
 	struct conf *conf;
 	const struct crm_adapter *ad;
 	struct outbox *outbox;
-	struct crm_lookup *detached;    /* running on after their deadline */
+	struct crm_lookup *detached, *detached_last;    /* oldest last */
+	size_t ndetached;
+	unsigned fails;                 /* lookups failed or late in a row */
+	double tokens;                  /* lookups that may go while down */
+	int64_t tokens_ms;
 	struct {
 		crm_event_h *h;
 		void *arg;
@@ -59,7 +84,7 @@ struct crm {
 	void *c2c_arg;
 };
 
-static struct metric *m_ok, *m_unknown, *m_failed, *m_hit, *m_unmapped;
+static struct metric *m_ok, *m_unknown, *m_failed, *m_hit, *m_unmapped, *m_evicted, *m_down;
 static struct metric_hist *m_latency;
 
 static const struct crm_adapter *adapter_for(int type)
@@ -103,6 +128,11 @@ int crm_alloc(struct crm **cp, su_root_t *root, struct httpc *http,
 	use_conf(c, conf);
 	m_hit = metrics_counter("sipcrm_crm_cache_hits_total",
 				"lookups answered from the cache", NULL);
+	m_down = metrics_counter("sipcrm_crm_lookup_failures_total",
+				 "failed CRM lookups by cause", "cause=\"crm_down\"");
+	m_evicted = metrics_counter("sipcrm_crm_late_lookups_cancelled_total",
+				    "lookups past their deadline cancelled, oldest "
+				    "first, to bound how many run on", NULL);
 	m_unmapped = metrics_counter("sipcrm_crm_unmapped_users_total",
 				     "responsible users of the CRM that map to no agent", NULL);
 	m_latency = metrics_histogram("sipcrm_crm_lookup_seconds",
@@ -303,6 +333,42 @@ int crm_cache_drop(struct crm *c, const char *number)
 
 /* ---- lookups ---------------------------------------------------------------- */
 
+static void lookup_failed(struct crm *c)
+{
+	if (++c->fails == DOWN_AFTER) {
+		log_warn("CRM: %u lookups in a row failed or came late; until one "
+			 "succeeds, at most %d lookups/s are sent and other calls "
+			 "route as unknown at once", c->fails, DOWN_RATE);
+		c->tokens = 1;
+		c->tokens_ms = clk_mono_ms();
+	}
+}
+
+static void lookup_succeeded(struct crm *c)
+{
+	if (c->fails >= DOWN_AFTER)
+		log_info("CRM: lookups succeed again after %u failed", c->fails);
+	c->fails = 0;
+}
+
+/* May a lookup go to the CRM now? Always, unless it is down. */
+static bool lookup_may_go(struct crm *c)
+{
+	int64_t now;
+
+	if (c->fails < DOWN_AFTER)
+		return true;
+	now = clk_mono_ms();
+	c->tokens += (double)(now - c->tokens_ms) * DOWN_RATE / 1000.0;
+	c->tokens_ms = now;
+	if (c->tokens > 1)              /* no bursts */
+		c->tokens = 1;
+	if (c->tokens < 1)
+		return false;
+	c->tokens -= 1;
+	return true;
+}
+
 static void finish(struct crm_lookup *l)
 {
 	metrics_inc(l->res.status == CRM_KNOWN ? m_ok :
@@ -332,8 +398,11 @@ void crm_lookup_done(struct crm_lookup *l)
 		log_warn("lookup of %s%s%s failed: %s%s", l->phone,
 			 *l->call_id ? " for call " : "", l->call_id, l->res.cause,
 			 l->cb ? "" : " (after its deadline)");
+		if (l->cb)              /* a late one was counted at its deadline */
+			lookup_failed(l->crm);
 	}
 	else {
+		lookup_succeeded(l->crm);
 		map_user(l->crm, &l->res);
 		cache_put(l->crm, l);
 	}
@@ -375,10 +444,17 @@ int crm_lookup(struct crm_lookup **lp, struct crm *c, const char *phone,
 	snprintf(l->phone, sizeof(l->phone), "%s", phone ? phone : "");
 	snprintf(l->did, sizeof(l->did), "%s", did ? did : "");
 	snprintf(l->call_id, sizeof(l->call_id), "%s", call_id ? call_id : "");
-	if (c->ad->lookup && cache_get(c, l))
+	if (c->ad->lookup && cache_get(c, l)) {
 		metrics_inc(m_hit);
-	else if (c->ad->lookup)
+	}
+	else if (c->ad->lookup && !lookup_may_go(c)) {
+		metrics_inc(m_down);
+		l->res.status = CRM_FAILED;
+		l->res.cause = "crm_down";
+	}
+	else if (c->ad->lookup) {
 		e = c->ad->lookup(c, l);
+	}
 	if (!e && !l->req) {
 		l->tmr = su_timer_create(su_root_task(c->root), 0);
 		if (!l->tmr || su_timer_set_interval(l->tmr, on_timer, l, 0))
@@ -394,16 +470,27 @@ int crm_lookup(struct crm_lookup **lp, struct crm *c, const char *phone,
 
 struct crm_lookup *crm_lookup_detach(struct crm_lookup *l)
 {
+	struct crm *c;
+
 	if (!l)
 		return NULL;
+	c = l->crm;
+	lookup_failed(c);               /* its call's deadline passed */
 	if (!l->req)
 		return crm_lookup_cancel(l);
 	l->cb = NULL;
-	l->next = l->crm->detached;
+	l->detached = true;
+	l->prev = NULL;
+	l->next = c->detached;
 	if (l->next)
-		l->next->prevp = &l->next;
-	l->prevp = &l->crm->detached;
-	l->crm->detached = l;
+		l->next->prev = l;
+	else
+		c->detached_last = l;
+	c->detached = l;
+	if (++c->ndetached > DETACHED_MAX) {
+		metrics_inc(m_evicted);
+		crm_lookup_cancel(c->detached_last);
+	}
 	return NULL;
 }
 
@@ -411,10 +498,18 @@ struct crm_lookup *crm_lookup_cancel(struct crm_lookup *l)
 {
 	if (!l)
 		return NULL;
-	if (l->prevp) {
-		*l->prevp = l->next;
+	if (l->detached) {
+		struct crm *c = l->crm;
+
+		if (l->prev)
+			l->prev->next = l->next;
+		else
+			c->detached = l->next;
 		if (l->next)
-			l->next->prevp = l->prevp;
+			l->next->prev = l->prev;
+		else
+			c->detached_last = l->prev;
+		c->ndetached--;
 	}
 	httpc_cancel(l->req);
 	su_timer_destroy(l->tmr);

@@ -37,7 +37,8 @@ struct crm_lookup {
 	char phone[64], did[64], call_id[48];
 	int64_t started;
 	bool timed;                     /* its latency was observed */
-	struct crm_lookup *next, **prevp;       /* on crm->detached */
+	bool detached;                  /* on crm->detached */
+	struct crm_lookup *next, *prev;
 };
 
 /* One event being delivered (one attempt). */
