@@ -2,10 +2,14 @@
 """Durable events (CONTRACT §4): with the CRM down, 20 calls are placed;
 sipcrmd is killed with SIGKILL and started again; once the CRM is back,
 every event of every call arrives, in seq order per call, with no gaps and
-exactly one call.ended each; their CDR rows survived too; and delivered
-events are not sent again after a further restart."""
+exactly one call.ended each; their CDR rows survived too; delivered
+events are not sent again after a further restart; and a backlog of rows
+from an earlier run drains at most 500 a second while a new call's events
+overtake it."""
+import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 
@@ -135,6 +139,48 @@ time.sleep(1.5)
 t.eq(len(crm.of_call(dead_id)), 0, "dead events are not sent again")
 st, m = d.http("GET", "/metrics", auth=False, raw=True)
 t.like(m, "sipcrm_events_outbox_depth 0", "and no longer count as waiting")
+# a backlog (rows from an earlier run) drains at most 500 events a second,
+# and a new call's events overtake it
+BACKLOG = 3000
+t.eq(d.stop(), 0, "sipcrmd stops, to be given a backlog")
+db = sqlite3.connect(os.path.join(d.dir, "sipcrm.db"))
+now_ms = int(time.time() * 1000)
+db.executemany("INSERT INTO outbox (okey, body, created) VALUES (?, ?, ?)",
+               [("bk%d" % i, json.dumps({"id": "bk-%d" % i, "type": "agent.status",
+                                         "time": "2026-01-01T00:00:00Z", "agent": "bk%d" % i,
+                                         "status": "idle"}), now_ms) for i in range(BACKLOG)])
+db.commit()
+db.close()
+n0 = len(crm.received)
+
+
+def backlog_got():
+    return sum(1 for e in crm.received[n0:] if str(e.get("id", "")).startswith("bk-"))
+
+
+d.start()
+t0 = time.time()
+caller = UA(ip="127.0.0.1", user="+79169990001", server=server)
+dlg = caller.invite_start(DID, headers=[("From", "<sip:+79169990001@trunk>")])
+leg = pbx.wait_invite(timeout=5)
+new_id = leg.invite.get("X-Sipcrm-Call-ID") if leg else None
+if leg:
+    leg.reply(leg.invite, 486)
+    leg.wait_ack(2)
+dlg.wait_final(5)
+caller.close()
+got_new = crm.wait_for(lambda: any(e.get("type") == "call.ended" for e in crm.of_call(new_id)), 5)
+at_new = backlog_got()
+t.ok(got_new and at_new < BACKLOG // 2,
+     "a new call's events overtake the backlog (less than half of it was in)",
+     "%d of %d backlog events were in" % (at_new, BACKLOG))
+all_in = crm.wait_for(lambda: backlog_got() >= BACKLOG, 60)
+took = time.time() - t0
+t.ok(all_in, "the whole backlog arrives", backlog_got())
+t.diag("backlog: %d events in %.2f s; %d were in when the new call's arrived"
+       % (BACKLOG, took, at_new))
+t.ok(took >= (BACKLOG - 100) / 500.0,
+     "at most 500 backlog events a second", "%d in %.2f s" % (BACKLOG, took))
 pbx.close()
 t.eq(d.stop(), 0, "sipcrmd exits cleanly")
 log = d.log()

@@ -6,6 +6,12 @@
  * queue is in one of three places: in flight (one delivery), on the ready
  * list, or waiting out its backoff on the wait list, which a one-second
  * tick walks.
+ *
+ * A queue older than BACKLOG_AGE_MS is backlog (a CRM outage, or events
+ * from an earlier run): its deliveries take a token from a bucket that
+ * fills at BACKLOG_RATE a second, and wait on the slow list meanwhile, so
+ * that catching up after an outage does not take the loop from the calls.
+ * Newer queues go at once.
  */
 #include "config.h"
 
@@ -29,6 +35,8 @@
 
 #define MAX_IN_FLIGHT 32        /* deliveries at once, over every key */
 #define TICK_MS       1000
+#define BACKLOG_AGE_MS 2000
+#define BACKLOG_RATE   500      /* backlog deliveries a second */
 
 struct oq {
 	struct outbox *ob;
@@ -37,6 +45,7 @@ struct oq {
 	size_t head, n, cap;
 	unsigned attempts;              /* of the head event */
 	int64_t next_try;               /* monotonic ms */
+	int64_t born;                   /* monotonic ms; 0: from an earlier run */
 	bool busy;                      /* its head is in flight */
 	bool queued;                    /* on the ready or the wait list */
 	struct oq *next;
@@ -65,6 +74,9 @@ struct outbox {
 	su_root_t *root;
 	struct hmap *keys;              /* key -> struct oq */
 	struct oq *ready, **ready_tail;
+	struct oq *slow, **slow_tail;   /* backlog waiting for a token */
+	double tokens;
+	int64_t tokens_ms;
 	struct oq *waiting;
 	su_timer_t *tick, *kick;
 	struct staged *staged;          /* added, not committed yet */
@@ -94,6 +106,7 @@ static struct oq *oq_get(struct outbox *o, const char *key)
 	if (!q)
 		return NULL;
 	q->ob = o;
+	q->born = clk_mono_ms();
 	snprintf(q->key, sizeof(q->key), "%s", key);
 	if (hmap_set(o->keys, q->key, q)) {
 		free(q);
@@ -133,18 +146,39 @@ static void make_ready(struct outbox *o, struct oq *q)
 	o->ready_tail = &q->next;
 }
 
-static struct oq *pop_ready(struct outbox *o)
+static struct oq *pop(struct oq **head, struct oq ***tail)
 {
-	struct oq *q = o->ready;
+	struct oq *q = *head;
 
 	if (!q)
 		return NULL;
-	o->ready = q->next;
-	if (!o->ready)
-		o->ready_tail = &o->ready;
+	*head = q->next;
+	if (!*head)
+		*tail = head;
 	q->queued = false;
 	q->next = NULL;
 	return q;
+}
+
+static void make_slow(struct outbox *o, struct oq *q)
+{
+	q->queued = true;
+	q->next = NULL;
+	*o->slow_tail = q;
+	o->slow_tail = &q->next;
+}
+
+/* May one more backlog delivery start now? */
+static bool backlog_token(struct outbox *o, int64_t now)
+{
+	o->tokens += (double)(now - o->tokens_ms) * BACKLOG_RATE / 1000.0;
+	o->tokens_ms = now;
+	if (o->tokens > BACKLOG_RATE / 10)      /* a burst of 100 ms at most */
+		o->tokens = BACKLOG_RATE / 10;
+	if (o->tokens < 1)
+		return false;
+	o->tokens -= 1;
+	return true;
 }
 
 static void oq_free(struct oq *q)
@@ -317,17 +351,36 @@ static int send_head(struct outbox *o, struct oq *q)
 	return 0;
 }
 
+static void on_kick(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg);
+
 static void pump(struct outbox *o)
 {
+	int64_t now = clk_mono_ms();
 	struct oq *q;
 
 	if (!crm_delivers(o->crm))
 		return;
-	while (o->inflight < MAX_IN_FLIGHT && (q = pop_ready(o)))
+	while (o->inflight < MAX_IN_FLIGHT) {
+		if (o->slow && backlog_token(o, now)) {
+			q = pop(&o->slow, &o->slow_tail);
+		}
+		else if ((q = pop(&o->ready, &o->ready_tail))) {
+			if (now - q->born >= BACKLOG_AGE_MS && !backlog_token(o, now)) {
+				make_slow(o, q);
+				continue;
+			}
+		}
+		else {
+			break;
+		}
 		if (send_head(o, q) == ENOMEM) {
 			make_ready(o, q);
 			break;
 		}
+	}
+	/* the next token, in 1000 / BACKLOG_RATE ms */
+	if (o->slow && o->inflight < MAX_IN_FLIGHT && o->kick)
+		su_timer_set_interval(o->kick, on_kick, o, 1000 / BACKLOG_RATE);
 }
 
 static void store_unstored(struct outbox *o);
@@ -557,6 +610,7 @@ static int load(struct outbox *o)
 
 		e = q ? oq_push(q, sqlite3_column_int64(st, 0)) : ENOMEM;
 		if (!e) {
+			q->born = 0;    /* backlog */
 			make_ready(o, q);
 			n++;
 		}
@@ -580,6 +634,8 @@ int outbox_alloc(struct outbox **op, struct crm *crm, struct db *db, su_root_t *
 	o->db = db;
 	o->root = root;
 	o->ready_tail = &o->ready;
+	o->slow_tail = &o->slow;
+	o->tokens_ms = clk_mono_ms();
 	m_depth = metrics_gauge("sipcrm_events_outbox_depth",
 				"events stored and not yet delivered", NULL);
 	m_added = metrics_counter("sipcrm_events_total", "events stored for the CRM", NULL);
