@@ -625,6 +625,35 @@ static void t_keepalive(struct httpc *h)
 	       "connection (same server pid)");
 }
 
+/*
+ * A CRM that hangs ties up connections; those still answering must keep
+ * theirs. (libcurl counts busy connections against CURLMOPT_MAXCONNECTS:
+ * with 64, each answered request closed its connection.)
+ */
+static void t_keepalive_busy(struct httpc *h)
+{
+	enum { HUNG = 100 };
+	struct httpc_req *hung[HUNG];
+	struct httpc_opts o = { .url = url("/hang"), .timeout_ms = 20000 };
+	struct res r[3] = { { 0 } };
+	int n = 0;
+
+	for (int i = 0; i < HUNG; i++)
+		if (!start(h, &hung[i], &o, on_conc, NULL))
+			n++;
+	run_for(500);
+	for (int i = 0; i < 3; i++)
+		get(h, "/conn", 5000, 0, 0, &r[i]);
+	is_int(n, HUNG, "100 requests hang");
+	is_int(r[2].status, 200, "meanwhile /conn answers");
+	ok(!strcmp(r[0].body, r[1].body) && !strcmp(r[1].body, r[2].body),
+	   "with 100 connections hung, three requests reuse one connection "
+	   "(%s, %s, %s)", r[0].body, r[1].body, r[2].body);
+	for (int i = 0; i < HUNG; i++)
+		httpc_cancel(hung[i]);
+	is_int((int)httpc_pending(h), 0, "the hung requests are cancelled");
+}
+
 /* A name, not an address: goes through curl's asynchronous resolver. */
 static void t_hostname(struct httpc *h)
 {
@@ -737,6 +766,7 @@ int main(void)
 	t_cancel(h);
 	t_echo(h);
 	t_keepalive(h);
+	t_keepalive_busy(h);
 	t_hostname(h);
 	t_bad_args(h);
 	t_free_pending();

@@ -34,7 +34,14 @@
 enum {
 	HTTPC_TIMEOUT_MS = 30000,
 	HTTPC_MAX_BODY = 1024 * 1024,
-	HTTPC_MAXCONNECTS = 64,
+	/*
+	 * libcurl (7.88) counts the connections in use against this too: once
+	 * more are open, each one a transfer finishes with is closed instead
+	 * of kept, and the next request connects anew. A CRM that hangs ties
+	 * up hundreds (lookups run on past their deadline, event POSTs), so
+	 * the bound is well above what a hang can hold.
+	 */
+	HTTPC_MAXCONNECTS = 1024,
 };
 
 /* One socket curl asked us to watch. */
