@@ -113,15 +113,23 @@ with open(d.conf_path) as f:
 d.write_conf(conf.replace("[crm]\n", "[crm]\nevent_retry = 1500ms\n"))
 st, _ = d.http("POST", "/api/v1/reload")
 t.eq(st, 200, "reloaded with event_retry = 1500ms")
-caller = UA(ip="127.0.0.1", user="+79169990000", server=server)
-dlg = caller.invite_start(DID, headers=[("From", "<sip:+79169990000@trunk>")])
-leg = pbx.wait_invite(timeout=5)
-dead_id = leg.invite.get("X-Sipcrm-Call-ID") if leg else None
-if leg:
-    leg.reply(leg.invite, 486)
-    leg.wait_ack(2)
-dlg.wait_final(5)
-caller.close()
+
+
+def busy_call(number):
+    """One call the PBX answers 486; returns its sipcrm call id."""
+    caller = UA(ip="127.0.0.1", user=number, server=server)
+    dlg = caller.invite_start(DID, headers=[("From", "<sip:%s@trunk>" % number)])
+    leg = pbx.wait_invite(timeout=5)
+    cid = leg.invite.get("X-Sipcrm-Call-ID") if leg else None
+    if leg:
+        leg.reply(leg.invite, 486)
+        leg.wait_ack(2)
+    dlg.wait_final(5)
+    caller.close()
+    return cid
+
+
+dead_id = busy_call("+79169990000")
 
 
 def dead_total():
@@ -160,15 +168,7 @@ def backlog_got():
 
 d.start()
 t0 = time.time()
-caller = UA(ip="127.0.0.1", user="+79169990001", server=server)
-dlg = caller.invite_start(DID, headers=[("From", "<sip:+79169990001@trunk>")])
-leg = pbx.wait_invite(timeout=5)
-new_id = leg.invite.get("X-Sipcrm-Call-ID") if leg else None
-if leg:
-    leg.reply(leg.invite, 486)
-    leg.wait_ack(2)
-dlg.wait_final(5)
-caller.close()
+new_id = busy_call("+79169990001")
 got_new = crm.wait_for(lambda: any(e.get("type") == "call.ended" for e in crm.of_call(new_id)), 5)
 at_new = backlog_got()
 t.ok(got_new and at_new < BACKLOG // 2,
