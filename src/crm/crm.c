@@ -54,10 +54,10 @@
 /*
  * A CRM that fails DOWN_AFTER lookups in a row (an error, or no answer by
  * the call's deadline) is taken as down: until a lookup succeeds again, at
- * most DOWN_RATE lookups a second are sent, evenly spaced, and the other calls route as
- * unknown at once (cause "crm_down") instead of each waiting out its
- * deadline with a connection of its own. At a few calls a second every
- * call still asks; under load the loop is spared the churn.
+ * most DOWN_RATE lookups a second are sent, evenly spaced, and the other
+ * calls route as unknown at once (cause "crm_down") instead of each
+ * waiting out its deadline with a connection of its own. At a few calls a
+ * second every call still asks; under load the loop is spared the churn.
  */
 #define DOWN_AFTER 5
 #define DOWN_RATE  10
@@ -84,7 +84,8 @@ struct crm {
 	void *c2c_arg;
 };
 
-static struct metric *m_ok, *m_unknown, *m_failed, *m_hit, *m_unmapped, *m_evicted, *m_down;
+static struct metric *m_ok, *m_unknown, *m_failed, *m_hit, *m_unmapped;
+static struct metric *m_evicted, *m_down;
 static struct metric_hist *m_latency;
 
 static const struct crm_adapter *adapter_for(int type)
