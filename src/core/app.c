@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LOG_MODULE "main"
 #include "log.h"
@@ -24,6 +25,49 @@
 #include "http/sse.h"
 
 static struct metric *m_reload_ok, *m_reload_err;
+
+/*
+ * The loop's lag: how late a timer set for every LAG_MS fires. A loop that
+ * blocks, or is too busy for its load, shows here first (every timer it
+ * runs, such as a call's CRM deadline, is that late too).
+ */
+#define LAG_MS 100
+static struct metric_hist *m_lag;
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void on_lag(su_root_magic_t *m, su_timer_t *t, su_timer_arg_t *arg)
+{
+	struct app *app = (struct app *)arg;
+	int64_t now = mono_us();
+
+	(void)m;
+	metrics_observe(m_lag, now > app->lag_due_us ?
+			(double)(now - app->lag_due_us) / 1e6 : 0.0);
+	app->lag_due_us = now + LAG_MS * 1000;
+	su_timer_set_interval(t, on_lag, arg, LAG_MS);
+}
+
+static void lag_start(struct app *app)
+{
+	static const double bounds[] = { 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+					 0.1, 0.25, 1 };
+
+	m_lag = metrics_histogram("sipcrm_loop_lag_seconds",
+				  "how late the signalling loop runs a timer "
+				  "(one every 100 ms)", NULL, bounds,
+				  sizeof(bounds) / sizeof(bounds[0]));
+	app->lag = su_timer_create(su_root_task(app->root), LAG_MS);
+	app->lag_due_us = mono_us() + LAG_MS * 1000;
+	if (!app->lag || su_timer_set_interval(app->lag, on_lag, app, LAG_MS))
+		log_warn("cannot start the loop lag probe");
+}
 
 static int api_reload_h(struct api_req *req, void *arg)
 {
@@ -61,6 +105,7 @@ int app_start(struct app *app, su_root_t *root, struct conf *conf,
 	m_reload_err = metrics_counter("sipcrm_config_reloads_total",
 				       "configuration reloads", "result=\"error\"");
 	apply_log_level(app);
+	lag_start(app);
 
 	e = db_open(&app->db, conf->core.db, root, err, errsz);
 	if (e)
@@ -168,6 +213,8 @@ int app_reload(struct app *app)
 
 void app_stop(struct app *app)
 {
+	su_timer_destroy(app->lag);
+	app->lag = NULL;
 	if (app->crm && app->sse)
 		crm_on_event(app->crm, NULL, app->sse);
 	app->sse = sse_free(app->sse);

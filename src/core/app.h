@@ -6,6 +6,7 @@
 #define SIPCRM_APP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 #include <sofia-sip/su_wait.h>
 
@@ -33,6 +34,8 @@ struct app {
 	struct crm *crm;
 	struct b2b *b2b;
 	time_t started;
+	su_timer_t *lag;                /* the loop lag probe */
+	int64_t lag_due_us;
 	char *conf_path;
 	const char *log_override;       /* -l, wins over the config */
 };
