@@ -234,8 +234,12 @@ if recs and len(recs) == 2:
     st2, _, w2 = get_raw(re.sub(r"^http://[^/]+", "", recs[1]))
     t.eq((st1, st2), (200, 200), "both segments are served")
     if st1 == 200 and st2 == 200:
-        t.ok(share(wav_channels(w1)[4], lin(AGENT_BYTE)) > 0.4, "segment 1: agent 101 right")
-        t.ok(share(wav_channels(w2)[4], lin(AGENT2_BYTE)) > 0.4, "segment 2: agent 102 right")
+        # segment 2 also holds the transfer's setup, silent: on a loaded
+        # machine that is a larger share (wrong audio would be about 0)
+        s1 = share(wav_channels(w1)[4], lin(AGENT_BYTE))
+        s2 = share(wav_channels(w2)[4], lin(AGENT2_BYTE))
+        t.ok(s1 > 0.4, "segment 1: agent 101 right", s1)
+        t.ok(s2 > 0.25, "segment 2: agent 102 right", s2)
 cust.close()
 
 # --- 3. under record_min: no file ------------------------------------------------------------------

@@ -150,7 +150,10 @@ static void test_checkpoint(su_root_t *root)
 	ok(written > (40LL << 20), "a steady stream of commits wrote over 40 MB");
 	ok(file_size(path) > written / 2,
 	   "the checkpointer copied them into the database file");
-	ok(wal_max < written * 3 / 4, "the WAL started over instead of growing with every commit");
+	/* without checkpoints the WAL holds every page written: about 3 times
+	   the blobs (173 MB); bounded, it peaked at 0.6-0.8 times them, more
+	   when the machine is busy */
+	ok(wal_max < written * 3 / 2, "the WAL started over instead of growing with every commit");
 	db_close(db);
 }
 
