@@ -23,10 +23,14 @@ from crm_emulator import CrmEmulator
 LOOKUP_MS = 300
 # SIPp measures INVITE to 200: besides INVITE to the fallback's INVITE
 # that includes the PBX's answer relayed back (about 8 ms here with ASan)
-MARGIN_MS = int(os.environ.get("FAULT_MARGIN_MS", "30"))
+# and two SIPp processes' own delays: on a loaded CI machine the p95 was
+# 336 ms while sipcrmd's own clock said 302 (check 16 below, +10 ms)
+MARGIN_MS = int(os.environ.get("FAULT_MARGIN_MS", "50"))
 # every call, even when a busy machine (make -j, 2 shared cores) runs the
-# loop's timers late: 30-40 ms were seen under make check -j2
+# loop's timers late: 30-40 ms were seen under make check -j2; SIPp's
+# figure adds its own (a max of 400 ms was seen against sipcrmd's 315)
 HARD_MS = 100
+SIPP_HARD_MS = 150
 RATE = 5                          # calls per second
 HOLD_MS = 300
 PHASE_S = 6
@@ -126,13 +130,13 @@ for mode, start, end, peak in phases:
     t.diag("%-8s %2d calls, %2d lookups, INVITE->200 p50 %.0f ms p95 %.0f ms max %.0f ms, "
            "peak RSS %d MiB" % (mode or "normal", len(ms), looked, p50, p95, mx, peak >> 10))
     if mode:
-        t.ok(p95 <= bound and mx <= LOOKUP_MS + HARD_MS, "CRM %s: calls through the "
+        t.ok(p95 <= bound and mx <= LOOKUP_MS + SIPP_HARD_MS, "CRM %s: calls through the "
              "fallback within lookup_timeout + %d ms (p95 %.0f ms), every one within + %d ms "
-             "(max %.0f ms)" % (mode, MARGIN_MS, p95, HARD_MS, mx))
+             "(max %.0f ms)" % (mode, MARGIN_MS, p95, SIPP_HARD_MS, mx))
         t.ok(looked >= len(ms) - 1, "CRM %s: the lookups were tried" % mode,
              "%d lookups for %d calls" % (looked, len(ms)))
     else:
-        t.ok(p95 <= bound and mx <= LOOKUP_MS + HARD_MS, "CRM up: calls within "
+        t.ok(p95 <= bound and mx <= LOOKUP_MS + SIPP_HARD_MS, "CRM up: calls within "
              "lookup_timeout + %d ms (p95 %.0f ms, max %.0f ms)" % (MARGIN_MS, p95, mx))
 # the same on sipcrmd's own clock: the INVITE in to the fallback's INVITE
 # out ("fork 0 rings"), from its log, which has milliseconds
