@@ -28,6 +28,7 @@
 #define LOG_MODULE "crm"
 #include "log.h"
 #include "clk.h"
+#include "tokens.h"
 #include "rnd.h"
 #include "conf.h"
 #include "db.h"
@@ -73,8 +74,7 @@ struct crm {
 	struct crm_lookup *detached, *detached_last;    /* oldest last */
 	size_t ndetached;
 	unsigned fails;                 /* lookups failed or late in a row */
-	double tokens;                  /* lookups that may go while down */
-	int64_t tokens_ms;
+	struct tokens probes;           /* lookups that may go while down */
 	struct {
 		crm_event_h *h;
 		void *arg;
@@ -340,8 +340,7 @@ static void lookup_failed(struct crm *c)
 		log_warn("CRM: %u lookups in a row failed or came late; until one "
 			 "succeeds, at most %d lookups/s are sent and other calls "
 			 "route as unknown at once", c->fails, DOWN_RATE);
-		c->tokens = 1;
-		c->tokens_ms = clk_mono_ms();
+		c->probes = (struct tokens){ 1, clk_mono_ms() };
 	}
 }
 
@@ -355,19 +354,9 @@ static void lookup_succeeded(struct crm *c)
 /* May a lookup go to the CRM now? Always, unless it is down. */
 static bool lookup_may_go(struct crm *c)
 {
-	int64_t now;
-
-	if (c->fails < DOWN_AFTER)
-		return true;
-	now = clk_mono_ms();
-	c->tokens += (double)(now - c->tokens_ms) * DOWN_RATE / 1000.0;
-	c->tokens_ms = now;
-	if (c->tokens > 1)              /* no bursts */
-		c->tokens = 1;
-	if (c->tokens < 1)
-		return false;
-	c->tokens -= 1;
-	return true;
+	/* evenly spaced: no bursts */
+	return c->fails < DOWN_AFTER ||
+	       tokens_take(&c->probes, clk_mono_ms(), DOWN_RATE, 1);
 }
 
 static void finish(struct crm_lookup *l)

@@ -26,6 +26,7 @@
 #define LOG_MODULE "outbox"
 #include "log.h"
 #include "clk.h"
+#include "tokens.h"
 #include "conf.h"
 #include "db.h"
 #include "hmap.h"
@@ -75,8 +76,7 @@ struct outbox {
 	struct hmap *keys;              /* key -> struct oq */
 	struct oq *ready, **ready_tail;
 	struct oq *slow, **slow_tail;   /* backlog waiting for a token */
-	double tokens;
-	int64_t tokens_ms;
+	struct tokens backlog;          /* deliveries the backlog may start */
 	struct oq *waiting;
 	su_timer_t *tick, *kick;
 	struct staged *staged;          /* added, not committed yet */
@@ -168,17 +168,10 @@ static void make_slow(struct outbox *o, struct oq *q)
 	o->slow_tail = &q->next;
 }
 
-/* May one more backlog delivery start now? */
+/* May one more backlog delivery start now? A burst of 100 ms at most. */
 static bool backlog_token(struct outbox *o, int64_t now)
 {
-	o->tokens += (double)(now - o->tokens_ms) * BACKLOG_RATE / 1000.0;
-	o->tokens_ms = now;
-	if (o->tokens > BACKLOG_RATE / 10)      /* a burst of 100 ms at most */
-		o->tokens = BACKLOG_RATE / 10;
-	if (o->tokens < 1)
-		return false;
-	o->tokens -= 1;
-	return true;
+	return tokens_take(&o->backlog, now, BACKLOG_RATE, BACKLOG_RATE / 10);
 }
 
 static void oq_free(struct oq *q)
@@ -635,7 +628,7 @@ int outbox_alloc(struct outbox **op, struct crm *crm, struct db *db, su_root_t *
 	o->root = root;
 	o->ready_tail = &o->ready;
 	o->slow_tail = &o->slow;
-	o->tokens_ms = clk_mono_ms();
+	o->backlog.ms = clk_mono_ms();
 	m_depth = metrics_gauge("sipcrm_events_outbox_depth",
 				"events stored and not yet delivered", NULL);
 	m_added = metrics_counter("sipcrm_events_total", "events stored for the CRM", NULL);
